@@ -1,0 +1,117 @@
+"""Behavior cloning: fit a policy head to (observation, action) pairs by its own loss.
+
+The head is chosen by name (`mse`, `gaussian`, `tanh-gaussian`, `categorical`, and any head registered
+later), so one algorithm covers deterministic regression, likelihood training and discrete actions.
+Observations arrive normalized when `normalize_observations` is on (the offline loop fits and applies the
+normalizer and stores it with the policy export).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import flax.struct as struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from understudy.nets.heads import HEADS, head_config, is_discrete_head, make_head
+from understudy.types import Batch, EnvSpec, UnderstudyError
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Behavior cloning settings."""
+
+    head: str = "mse"
+    """Action head: mse, gaussian, tanh-gaussian (continuous actions) or categorical (discrete actions)."""
+    hidden_dims: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of the policy network."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    weight_decay: float = 1e-4
+    """AdamW decoupled weight decay (0 gives plain Adam)."""
+    max_grad_norm: Optional[float] = None
+    """Clip gradients to this global norm; None disables clipping."""
+    batch_size: int = 256
+    """(observation, action) pairs per gradient update."""
+    normalize_observations: bool = True
+    """Standardize observations with dataset mean/std (applied by the training loop, saved in the export)."""
+
+
+class State(struct.PyTreeNode):
+    """Policy parameters, optimizer state, rng and update count. `action_dim` is static."""
+
+    params: Any
+    opt_state: Any
+    rng: jax.Array
+    step: jax.Array  # int32 scalar
+    action_dim: int = struct.field(pytree_node=False, default=1)
+
+
+def _head(cfg: Config, action_dim: int):
+    return make_head(cfg.head, action_dim=action_dim, hidden_dims=cfg.hidden_dims)
+
+
+def _optimizer(cfg: Config) -> optax.GradientTransformation:
+    adamw = optax.adamw(cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.max_grad_norm is None:
+        return adamw
+    return optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), adamw)
+
+
+def _check_head_fits(cfg: Config, spec: EnvSpec) -> None:
+    if cfg.head not in HEADS:
+        raise UnderstudyError(f"BC --head {cfg.head!r} is not an action head. Choose one of: "
+                              f"{', '.join(sorted(HEADS))}.")
+    if spec.discrete and not is_discrete_head(cfg.head):
+        raise UnderstudyError(f"{spec.env_id} has {spec.num_actions} discrete actions but BC --head is "
+                              f"{cfg.head!r}, a continuous-action head. Use `--head categorical`.")
+    if not spec.discrete and is_discrete_head(cfg.head):
+        raise UnderstudyError(f"{spec.env_id} has continuous actions but BC --head is {cfg.head!r}, a "
+                              "discrete-action head. Use `--head mse` (or gaussian, tanh-gaussian).")
+
+
+def _mean_loss(cfg: Config, state: State, params: Any, batch: Batch, key: jax.Array) -> jax.Array:
+    per_example = _head(cfg, state.action_dim).apply(params, batch.observations, batch.actions, key, method="loss")
+    return jnp.mean(per_example)
+
+
+def init(cfg: Config, spec: EnvSpec, key: jax.Array) -> State:
+    _check_head_fits(cfg, spec)
+    key, init_key = jax.random.split(key)
+    params = _head(cfg, spec.action_dim).init(init_key, jnp.zeros((1, spec.obs_dim), jnp.float32))
+    return State(params=params, opt_state=_optimizer(cfg).init(params), rng=key, step=jnp.zeros((), jnp.int32),
+                 action_dim=spec.action_dim)
+
+
+def update(cfg: Config, state: State, batch: Batch) -> tuple[State, dict[str, jax.Array]]:
+    rng, loss_key = jax.random.split(state.rng)
+    loss, grads = jax.value_and_grad(lambda p: _mean_loss(cfg, state, p, batch, loss_key))(state.params)
+    updates, opt_state = _optimizer(cfg).update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(params=params, opt_state=opt_state, rng=rng, step=state.step + 1)
+    return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+
+def evaluate_loss(cfg: Config, state: State, batch: Batch) -> jax.Array:
+    """Mean head loss on a (validation) batch, without gradients or a state change."""
+    # A fixed key derived from the state: heads whose loss samples (diffusion) stay reproducible.
+    return _mean_loss(cfg, state, state.params, batch, jax.random.fold_in(state.rng, 0x5EED))
+
+
+def act(cfg: Config, state: State, obs: jax.Array, key: jax.Array, deterministic: bool) -> jax.Array:
+    """Actions for observations [B, obs_dim]: [B, A] in [-1, 1], or int32 [B] for categorical.
+
+    `deterministic` is a Python bool: the head's mode, else a sample.
+    """
+    head = _head(cfg, state.action_dim)
+    if deterministic:
+        return head.apply(state.params, obs, method="mode")
+    return head.apply(state.params, obs, key, method="sample")
+
+
+def policy_export(cfg: Config, state: State) -> tuple[dict, Any]:
+    """(head_config dict, policy variables) — `make_head(**config).apply(variables, obs, method=...)` acts."""
+    return head_config(cfg.head, state.action_dim, cfg.hidden_dims), state.params

@@ -1,0 +1,130 @@
+"""Small pure loss functions shared by heads and algorithms.
+
+Every function checks the shapes it is given (at trace time, so the checks cost nothing inside jit)
+because a silently broadcast [B] against [B, 1] is the classic way an RL loss goes wrong without an error.
+Per-example functions return [B]; the reductions to a scalar are the callers' (or the `*_loss` functions').
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+_LOG_2PI = math.log(2.0 * math.pi)
+_LOG_2 = math.log(2.0)
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ValueError(message)
+
+
+def _same_shape(name_a: str, a: jax.Array, name_b: str, b: jax.Array) -> None:
+    _check(jnp.shape(a) == jnp.shape(b), f"{name_a} has shape {jnp.shape(a)} but {name_b} has shape {jnp.shape(b)}; "
+                                         "they must match.")
+
+
+# --------------------------------------------------------------------------------------------------
+# Likelihoods and regression (the action-head losses)
+# --------------------------------------------------------------------------------------------------
+def mse(prediction: jax.Array, target: jax.Array) -> jax.Array:
+    """Per-example mean squared error over the last (action) axis: [..., A] x [..., A] -> [...]."""
+    _same_shape("prediction", prediction, "target", target)
+    return jnp.mean(jnp.square(prediction - target), axis=-1)
+
+
+def gaussian_log_prob(mean: jax.Array, log_std: jax.Array, x: jax.Array) -> jax.Array:
+    """Log density of x under a diagonal Gaussian, summed over the last axis: [..., A] -> [...]."""
+    _same_shape("mean", mean, "x", x)
+    _same_shape("log_std", log_std, "x", x)
+    z = (x - mean) * jnp.exp(-log_std)
+    return jnp.sum(-0.5 * jnp.square(z) - log_std - 0.5 * _LOG_2PI, axis=-1)
+
+
+def gaussian_nll(mean: jax.Array, log_std: jax.Array, x: jax.Array) -> jax.Array:
+    """Negative log-likelihood of x under a diagonal Gaussian: [..., A] -> [...]."""
+    return -gaussian_log_prob(mean, log_std, x)
+
+
+def log_one_minus_tanh_sq(pre_tanh: jax.Array) -> jax.Array:
+    """log(1 - tanh(u)^2), computed stably as 2 (log 2 - u - softplus(-2u)) (exact, no 1 - 1 cancellation)."""
+    return 2.0 * (_LOG_2 - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
+
+
+def tanh_gaussian_log_prob_from_pre_tanh(mean: jax.Array, log_std: jax.Array, pre_tanh: jax.Array) -> jax.Array:
+    """Log density of a = tanh(u) where u ~ N(mean, std), given u: change of variables, [..., A] -> [...].
+
+    log p(a) = log N(u) - sum_i log(1 - tanh(u_i)^2). Use this when u is at hand (sampling), since recovering
+    u = atanh(a) from a saturated action loses precision.
+    """
+    _same_shape("pre_tanh", pre_tanh, "mean", mean)
+    return gaussian_log_prob(mean, log_std, pre_tanh) - jnp.sum(log_one_minus_tanh_sq(pre_tanh), axis=-1)
+
+
+def tanh_gaussian_log_prob(mean: jax.Array, log_std: jax.Array, action: jax.Array, eps: float = 1e-6) -> jax.Array:
+    """Log density of an action in (-1, 1) under a tanh-squashed diagonal Gaussian: [..., A] -> [...].
+
+    Actions are clipped to [-1 + eps, 1 - eps] first: data recorded at the bounds (clipped expert actions)
+    would otherwise have infinite pre-tanh values.
+    """
+    _same_shape("mean", mean, "action", action)
+    pre_tanh = jnp.arctanh(jnp.clip(action, -1.0 + eps, 1.0 - eps))
+    return tanh_gaussian_log_prob_from_pre_tanh(mean, log_std, pre_tanh)
+
+
+def categorical_nll(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Cross-entropy of integer labels under logits: [..., N] x [...] -> [...]."""
+    _check(jnp.shape(labels) == jnp.shape(logits)[:-1],
+           f"labels have shape {jnp.shape(labels)} but logits have shape {jnp.shape(logits)}; labels must be the "
+           "logits' shape without the last (action) axis.")
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.take_along_axis(log_probs, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+# --------------------------------------------------------------------------------------------------
+# Soft actor-critic
+# --------------------------------------------------------------------------------------------------
+def soft_td_target(rewards: jax.Array, terminations: jax.Array, next_q: jax.Array, next_log_prob: jax.Array,
+                   alpha: jax.Array | float, gamma: float) -> jax.Array:
+    """Soft Bellman target r + gamma (1 - done) (Q'(s', a') - alpha log pi(a'|s')): all [B] -> [B].
+
+    `terminations` is 1.0 only for true episode ends; truncated transitions keep bootstrapping.
+    """
+    for name, value in (("terminations", terminations), ("next_q", next_q), ("next_log_prob", next_log_prob)):
+        _same_shape("rewards", rewards, name, value)
+    _check(jnp.ndim(rewards) == 1, f"rewards must be [B], got shape {jnp.shape(rewards)}.")
+    _check(jnp.ndim(alpha) == 0, f"alpha must be a scalar, got shape {jnp.shape(alpha)}.")
+    soft_value = next_q - alpha * next_log_prob
+    return rewards + gamma * (1.0 - terminations) * soft_value
+
+
+def sac_critic_loss(q_predictions: jax.Array, target: jax.Array) -> jax.Array:
+    """Sum over the critic ensemble of each critic's mean squared TD error: [E, B] x [B] -> scalar.
+
+    Matches CleanRL's qf1_loss + qf2_loss. The target is treated as a constant (gradient stopped here).
+    """
+    _check(jnp.ndim(q_predictions) == 2 and jnp.shape(q_predictions)[1:] == jnp.shape(target),
+           f"q_predictions must be [E, B] and target [B]; got {jnp.shape(q_predictions)} and {jnp.shape(target)}.")
+    errors = q_predictions - jax.lax.stop_gradient(target)[None, :]
+    return jnp.sum(jnp.mean(jnp.square(errors), axis=1))
+
+
+def sac_actor_loss(log_prob: jax.Array, q: jax.Array, alpha: jax.Array | float) -> jax.Array:
+    """mean(alpha log pi(a|s) - Q(s, a)) over the batch, a ~ pi reparameterized: [B] x [B] -> scalar."""
+    _same_shape("log_prob", log_prob, "q", q)
+    _check(jnp.ndim(log_prob) == 1, f"log_prob must be [B], got shape {jnp.shape(log_prob)}.")
+    _check(jnp.ndim(alpha) == 0, f"alpha must be a scalar, got shape {jnp.shape(alpha)}.")
+    return jnp.mean(alpha * log_prob - q)
+
+
+def temperature_loss(log_alpha: jax.Array, log_prob: jax.Array, target_entropy: float) -> jax.Array:
+    """-mean(alpha (log pi + target_entropy)) with alpha = exp(log_alpha), as in CleanRL: scalar x [B] -> scalar.
+
+    Its gradient raises alpha while the policy's entropy (-log pi) is below the target and lowers it above.
+    log_prob is treated as a constant.
+    """
+    _check(jnp.ndim(log_alpha) == 0, f"log_alpha must be a scalar, got shape {jnp.shape(log_alpha)}.")
+    _check(jnp.ndim(log_prob) == 1, f"log_prob must be [B], got shape {jnp.shape(log_prob)}.")
+    return -jnp.mean(jnp.exp(log_alpha) * (jax.lax.stop_gradient(log_prob) + target_entropy))

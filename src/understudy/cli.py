@@ -1,0 +1,309 @@
+"""`understudy <command>`: a thin dispatcher; each command's flags come from a documented dataclass via tyro.
+
+User errors (UnderstudyError) print as one paragraph and exit 2; `--debug` anywhere shows the traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Annotated, Optional
+
+import tyro
+
+from understudy.types import UnderstudyError
+
+# algorithm name -> (training loop, module path, one-line description)
+ALGOS = {
+    "sac": ("off_policy", "understudy.algos.sac", "Soft Actor-Critic: tanh-Gaussian actor, twin critics, automatic temperature (online)"),
+    "bc": ("offline", "understudy.algos.bc", "Behaviour cloning from a dataset with an action head (--head mse|gaussian|...)"),
+}
+
+COMMANDS = {
+    "quickstart": "Train a SAC expert on Pendulum-v1, collect a dataset, train BC on it, evaluate and report.",
+    "train": "Train an algorithm: understudy train ALGO (--env ID | --dataset PATH) [options]. ALGO: " + ", ".join(ALGOS),
+    "collect": "Roll out a policy export (or random actions) and save the episodes as a Minari dataset.",
+    "eval": "Evaluate a policy export over N episodes; optional video and JSON.",
+    "data": "Dataset tools: understudy data info PATH",
+    "report": "Markdown table (mean ± std, IQM with 95% CI, normalized score) from run directories.",
+    "plot": "Plot evaluation return over training for run directories, with a CI band over seeds.",
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Command arguments
+# ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class EvalArgs:
+    """Evaluate a policy export over N episodes."""
+
+    policy_dir: Annotated[str, tyro.conf.Positional]
+    """Policy export directory (policy.json + policy.safetensors), e.g. runs/x/final or experts/Pendulum-v1."""
+    env: Optional[str] = None
+    """Environment id (default: the env the policy was trained on)."""
+    episodes: int = 10
+    """Number of evaluation episodes."""
+    seed: int = 0
+    """Seed of the first episode's environment."""
+    stochastic: bool = False
+    """Sample actions instead of taking the policy's mode."""
+    obs_noise: float = 0.0
+    """Std of Gaussian noise added to observations."""
+    video: Optional[str] = None
+    """Also record one episode to this mp4 file (headless)."""
+    json: Optional[str] = None
+    """Write {returns, lengths, mean, std, success_rate} to this JSON file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectArgs:
+    """Roll out a policy and save complete episodes as a Minari dataset."""
+
+    env: str
+    """Environment id."""
+    out: str
+    """Output dataset directory (Minari format). Never overwritten without --overwrite."""
+    policy: str = "random"
+    """A policy export directory, or `random` for uniform random actions."""
+    episodes: Optional[int] = None
+    """Number of episodes to collect (default 10 when --steps is not given)."""
+    steps: Optional[int] = None
+    """Collect whole episodes until at least this many steps."""
+    seed: int = 0
+    """Seed of the environments and of the policy's sampling."""
+    stochastic: bool = False
+    """Sample actions from the policy instead of taking its mode."""
+    overwrite: bool = False
+    """Replace an existing dataset at --out."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfoArgs:
+    """Print a dataset's episodes, steps, return statistics and spaces."""
+
+    path: Annotated[str, tyro.conf.Positional]
+    """Minari dataset directory or id, or a D4RL-style HDF5 file."""
+    json: bool = False
+    """Print JSON instead of text."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportArgs:
+    """Write a markdown results table from run directories."""
+
+    run_dirs: Annotated[tuple[str, ...], tyro.conf.Positional]
+    """Run directories (each holding eval.json)."""
+    out: Optional[str] = None
+    """Write the markdown here (default: print it)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PlotArgs:
+    """Plot evaluation return over training steps with a 95% CI band over seeds."""
+
+    run_dirs: Annotated[tuple[str, ...], tyro.conf.Positional]
+    """Run directories (each holding metrics.csv)."""
+    out: str = "curves.png"
+    """Output PNG file."""
+    title: Optional[str] = None
+    """Figure title."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Commands
+# ----------------------------------------------------------------------------------------------
+def cmd_train(argv: list[str]) -> None:
+    import importlib
+
+    from understudy.train.common import RunArgs
+
+    if not argv or argv[0] in ("-h", "--help"):
+        lines = [f"  {name:<10} {desc}" for name, (_, _, desc) in ALGOS.items()]
+        print("usage: understudy train ALGO (--env ID | --dataset PATH) [OPTIONS]\n\nalgorithms:\n" + "\n".join(lines)
+              + "\n\n`understudy train ALGO --help` lists every option with its default.")
+        return
+    name = argv[0]
+    if name not in ALGOS:
+        raise UnderstudyError(f"Unknown algorithm '{name}'{_close(name, ALGOS)}. Available: {', '.join(ALGOS)}.")
+    loop_name, module_path, desc = ALGOS[name]
+    algo = importlib.import_module(module_path)
+
+    @dataclasses.dataclass(frozen=True)
+    class TrainArgs:
+        run: Annotated[RunArgs, tyro.conf.arg(name="")]
+        algo: Annotated[algo.Config, tyro.conf.arg(name="")]
+
+    TrainArgs.__doc__ = desc
+    args = tyro.cli(TrainArgs, args=argv[1:], prog=f"understudy train {name}")
+    train(name, args.algo, args.run)
+
+
+def train(algo_name: str, cfg, run):
+    """Runs `understudy train` from Python: `train("sac", sac.Config(), RunArgs(env="Pendulum-v1"))`."""
+    import importlib
+
+    loop_name, module_path, _ = ALGOS[algo_name]
+    algo = importlib.import_module(module_path)
+    loop = importlib.import_module(f"understudy.train.{loop_name}")
+    method = f"{algo_name}-{cfg.head}" if hasattr(cfg, "head") else algo_name
+    summary = loop.train(algo_name, algo, cfg, run, method=method)
+    means = [s["mean"] for s in summary["final"]["seeds"]]
+    print(f"{method} on {summary['env_id']}: final return per seed {[round(m, 1) for m in means]}"
+          f" (run directory: {run.out or '(default)'})")
+    return summary
+
+
+def cmd_eval(argv: list[str]) -> None:
+    import json as json_lib
+
+    from understudy.eval.rollouts import evaluate_policy
+    from understudy.policy import load_policy
+
+    args = tyro.cli(EvalArgs, args=argv, prog="understudy eval")
+    policy = load_policy(args.policy_dir, seed=args.seed)
+    env_id = args.env or policy.spec.env_id
+    options = {k: v for k, v in policy.spec.options.items() if k == "task_bit"}
+    if args.obs_noise:
+        options["obs_noise"] = args.obs_noise
+    _check_env_matches(policy, env_id, options)
+    result = evaluate_policy(policy, env_id, episodes=args.episodes, seed=args.seed, env_options=options,
+                             deterministic=not args.stochastic)
+    success = "" if result["success_rate"] is None else f", success rate {result['success_rate']:.2f}"
+    print(f"{env_id}: return {result['mean']:.2f} ± {result['std']:.2f} over {args.episodes} episodes{success}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json_lib.dump(result, f, indent=2)
+    if args.video:
+        from understudy.envs import record_video
+
+        record_video(env_id, lambda o: policy(o, deterministic=not args.stochastic), args.video, episodes=1,
+                     seed=args.seed, **options)
+        print(f"video written to {args.video}")
+
+
+def _check_env_matches(policy, env_id: str, options: dict) -> None:
+    from understudy.envs import make_spec
+
+    spec = make_spec(env_id, **options)
+    if spec.obs_shape != policy.spec.obs_shape or spec.discrete != policy.spec.discrete or \
+            spec.action_dim != policy.spec.action_dim:
+        raise UnderstudyError(
+            f"The policy was trained on {policy.spec.env_id} (observation {policy.spec.obs_shape}, "
+            f"{policy.spec.action_dim} action dims) but {env_id} has observation {spec.obs_shape} and "
+            f"{spec.action_dim} action dims. Evaluate it on a matching env (--env {policy.spec.env_id}).")
+
+
+def cmd_collect(argv: list[str]) -> None:
+    from understudy.data import save_dataset
+    from understudy.data.collect import collect
+
+    args = tyro.cli(CollectArgs, args=argv, prog="understudy collect")
+    if os.path.exists(args.out) and not args.overwrite:
+        raise UnderstudyError(f"{args.out} already exists; pass --overwrite to replace it or choose another --out.")
+    episodes = args.episodes if args.episodes is not None or args.steps is not None else 10
+    if args.policy == "random":
+        policy, name = "random", "random"
+    else:
+        from understudy.policy import load_policy
+
+        loaded = load_policy(args.policy, seed=args.seed)
+        policy, name = (lambda o: loaded(o, deterministic=not args.stochastic)), os.path.abspath(args.policy)
+    ds = collect(args.env, policy, episodes=episodes, steps=args.steps, seed=args.seed, policy_name=name)
+    save_dataset(ds, args.out, overwrite=args.overwrite)
+    returns = ds.episode_returns()
+    print(f"wrote {ds.num_episodes} episodes ({ds.num_steps} steps, return {returns.mean():.1f} ± {returns.std():.1f}) "
+          f"to {args.out}")
+
+
+def cmd_data(argv: list[str]) -> None:
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: understudy data info PATH [--json]\n\n  info   episodes, steps, return statistics and spaces of a dataset")
+        return
+    if argv[0] != "info":
+        raise UnderstudyError(f"Unknown data command '{argv[0]}'. Available: info (understudy data info PATH).")
+    import json as json_lib
+
+    from understudy.data import load_dataset
+    from understudy.data.info import dataset_info, format_info
+
+    args = tyro.cli(DataInfoArgs, args=argv[1:], prog="understudy data info")
+    info = dataset_info(load_dataset(args.path))
+    print(json_lib.dumps(info, indent=2, default=str) if args.json else format_info(info))
+
+
+def cmd_report(argv: list[str]) -> None:
+    from understudy.eval.report import build_report, write_report
+
+    args = tyro.cli(ReportArgs, args=argv, prog="understudy report")
+    if args.out:
+        write_report(list(args.run_dirs), args.out)
+        print(f"report written to {args.out}")
+    else:
+        print(build_report(list(args.run_dirs)))
+
+
+def cmd_plot(argv: list[str]) -> None:
+    from understudy.eval.plots import plot_runs
+
+    args = tyro.cli(PlotArgs, args=argv, prog="understudy plot")
+    plot_runs(list(args.run_dirs), args.out, title=args.title)
+    print(f"plot written to {args.out}")
+
+
+def cmd_quickstart(argv: list[str]) -> None:
+    from understudy.quickstart import QuickstartArgs, quickstart
+
+    quickstart(tyro.cli(QuickstartArgs, args=argv, prog="understudy quickstart"))
+
+
+HANDLERS = {"quickstart": cmd_quickstart, "train": cmd_train, "collect": cmd_collect, "eval": cmd_eval,
+            "data": cmd_data, "report": cmd_report, "plot": cmd_plot}
+
+
+def _close(name: str, options) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(options), n=3)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
+def usage() -> str:
+    lines = [f"  {name:<11} {desc}" for name, desc in COMMANDS.items()]
+    return ("usage: understudy COMMAND [OPTIONS]\n\nLearn control policies from demonstrations, offline data and rewards.\n\n"
+            "commands:\n" + "\n".join(lines) + "\n\nglobal flags:\n  --debug     show full tracebacks on errors\n\n"
+            "`understudy COMMAND --help` lists a command's options with their defaults.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in HANDLERS:
+        print(f"error: unknown command '{command}'{_close(command, HANDLERS)}.\n\n{usage()}", file=sys.stderr)
+        return 2
+    try:
+        HANDLERS[command](rest)
+    except UnderstudyError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug, not a user error: say so briefly, keep the traceback behind --debug
+        if debug:
+            raise
+        print(f"error: unexpected {type(e).__name__}: {e}\n(run again with --debug for the full traceback)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

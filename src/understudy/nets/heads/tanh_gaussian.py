@@ -1,0 +1,57 @@
+"""Tanh-squashed Gaussian action head ("tanh-gaussian"): the SAC actor, also usable for BC."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from understudy.algos import losses
+from understudy.nets.heads.gaussian import bounded_log_std
+from understudy.nets.mlp import MLP
+
+
+class TanhGaussianHead(nn.Module):
+    """obs -> a = tanh(u), u ~ N(mean, diag(std^2)); log-probs include the tanh change of variables.
+
+    `sample_and_log_prob` is reparameterized (gradients flow through the sample), which is what SAC's
+    actor loss needs. For BC, `loss` is the negative log-likelihood of data actions, clipped just inside
+    (-1, 1) so actions recorded at the bounds stay finite.
+    """
+
+    action_dim: int
+    hidden_dims: tuple[int, ...] = (256, 256)
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+    action_eps: float = 1e-6  # data actions are clipped to [-1 + eps, 1 - eps] before atanh
+
+    def setup(self):
+        self.torso = MLP(self.hidden_dims)
+        self.mean_layer = nn.Dense(self.action_dim)
+        self.log_std_layer = nn.Dense(self.action_dim)
+
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(mean, log_std) of the pre-tanh Gaussian, each [..., A]."""
+        h = self.torso(obs)
+        return self.mean_layer(h), bounded_log_std(self.log_std_layer(h), self.log_std_min, self.log_std_max)
+
+    def sample_and_log_prob(self, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        mean, log_std = self(obs)
+        pre_tanh = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
+        return jnp.tanh(pre_tanh), losses.tanh_gaussian_log_prob_from_pre_tanh(mean, log_std, pre_tanh)
+
+    def log_prob(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        mean, log_std = self(obs)
+        return losses.tanh_gaussian_log_prob(mean, log_std, jnp.asarray(action, jnp.float32), self.action_eps)
+
+    def loss(self, obs: jax.Array, action: jax.Array, key: Optional[jax.Array] = None) -> jax.Array:
+        return -self.log_prob(obs, action)
+
+    def sample(self, obs: jax.Array, key: jax.Array) -> jax.Array:
+        return self.sample_and_log_prob(obs, key)[0]
+
+    def mode(self, obs: jax.Array) -> jax.Array:
+        mean, _ = self(obs)
+        return jnp.tanh(mean)

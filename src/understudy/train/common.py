@@ -1,0 +1,195 @@
+"""What every training loop shares: the common flags, the run directory, evaluation bookkeeping and exports."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import jax
+import numpy as np
+
+from understudy.checkpoint import TrainCheckpointer, export_policy
+from understudy.logging import MetricsLogger, Progress
+from understudy.types import EnvSpec, UnderstudyError
+
+
+@dataclasses.dataclass(frozen=True)
+class RunArgs:
+    """Flags shared by every `understudy train ALGO` command."""
+
+    env: Optional[str] = None
+    """Environment id (e.g. Pendulum-v1, HalfCheetah-v5, walker-walk). Offline algorithms take it from the dataset when omitted."""
+    dataset: Optional[str] = None
+    """Dataset path (Minari directory or D4RL-style HDF5 file), for offline algorithms."""
+    steps: int = 100_000
+    """Environment steps per seed (online algorithms) or gradient updates (offline algorithms)."""
+    seeds: int = 1
+    """Number of seeds trained side by side in one process (vmapped)."""
+    seed: int = 0
+    """Base seed; seed i of the run uses seed + i (so a 4-seed run matches four 1-seed runs)."""
+    out: Optional[str] = None
+    """Run directory (default runs/<algo>-<env>-s<seed>)."""
+    resume: bool = False
+    """Continue a killed run from its last checkpoint in --out."""
+    overwrite: bool = False
+    """Replace an existing run directory. Without it an existing run is never overwritten."""
+    eval_every: int = 5_000
+    """Evaluate (and log a metrics.csv row, and checkpoint) every N steps."""
+    eval_episodes: int = 10
+    """Episodes per seed at each evaluation."""
+    checkpoint_every: Optional[int] = None
+    """Checkpoint every N steps (default: at every evaluation). Rounded to a multiple of --eval-every."""
+    obs_noise: float = 0.0
+    """Std of Gaussian noise added to observations during evaluation rollouts (robustness checks)."""
+    tensorboard: bool = True
+    """Write TensorBoard events beside metrics.csv."""
+    wandb_project: Optional[str] = None
+    """Also log to this Weights & Biases project (needs `pip install 'understudy[wandb]'`)."""
+    progress: bool = True
+    """Show a progress bar on the console."""
+
+
+def default_out(algo: str, env_id: str, seed: int) -> str:
+    return str(Path("runs") / f"{algo}-{env_id.replace('/', '_')}-s{seed}")
+
+
+def prepare_run_dir(out: str, *, resume: bool, overwrite: bool, config: dict) -> Path:
+    """Creates the run directory, refusing to overwrite an existing run unless asked."""
+    run_dir = Path(out)
+    if resume and overwrite:
+        raise UnderstudyError("--resume and --overwrite contradict each other: --resume continues the run in --out, "
+                              "--overwrite deletes it. Pass one of them.")
+    if resume:
+        if not (run_dir / "config.json").exists():
+            raise UnderstudyError(f"Cannot resume: {run_dir} holds no run (no config.json). Start it without --resume.")
+        saved = json.loads((run_dir / "config.json").read_text())
+        differences = _config_differences(saved, config)
+        if differences:
+            raise UnderstudyError(f"Cannot resume {run_dir}: its config differs from these flags in {', '.join(differences)}. "
+                                  "Resume with the same flags (only --steps may change), or start a new run.")
+        (run_dir / "config.json").write_text(json.dumps(config, indent=2))  # records a changed --steps
+        return run_dir
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise UnderstudyError(f"Run directory {run_dir} already exists. Pass --resume to continue it, --overwrite "
+                                  "to replace it, or choose another --out.")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+    return run_dir
+
+
+def _config_differences(saved: dict, new: dict) -> list[str]:
+    ignore = {"steps", "resume", "overwrite", "progress", "wandb_project", "tensorboard"}
+    diffs = []
+    for section in ("config", "run"):
+        a, b = saved.get(section, {}), new.get(section, {})
+        for k in sorted(set(a) | set(b)):
+            if k not in ignore and a.get(k) != b.get(k):
+                diffs.append(f"{section}.{k} ({a.get(k)!r} -> {b.get(k)!r})")
+    for k in ("algo", "env_id"):
+        if saved.get(k) != new.get(k):
+            diffs.append(f"{k} ({saved.get(k)!r} -> {new.get(k)!r})")
+    return diffs
+
+
+def seed_slice(tree: Any, s: int) -> Any:
+    return jax.tree.map(lambda x: x[s], tree)
+
+
+def run_config(algo: str, method: str, env_id: str, run: RunArgs, algo_cfg: Any, extra: dict | None = None) -> dict:
+    return {"command": "train", "algo": algo, "method": method, "env_id": env_id, "dataset": run.dataset,
+            "seeds": run.seeds, "steps": run.steps, "run": dataclasses.asdict(run),
+            "config": _jsonable(dataclasses.asdict(algo_cfg)), **(extra or {})}
+
+
+def _jsonable(d):
+    return json.loads(json.dumps(d, default=lambda x: list(x) if isinstance(x, tuple) else str(x)))
+
+
+class RunRecorder:
+    """Evaluation bookkeeping for a run of K seeds: metrics rows, best/final exports, checkpoints, eval.json."""
+
+    def __init__(self, run_dir: Path, run: RunArgs, *, config: dict, spec: EnvSpec, export_fn: Callable,
+                 normalizer: dict | None = None, reference: dict | None = None, resume_step: int | None = None,
+                 resume_meta: dict | None = None):
+        self.run_dir, self.run, self.spec, self.config = run_dir, run, spec, config
+        self.export_fn = export_fn  # (state of one seed) -> (head_config, actor params)
+        self.normalizer, self.reference = normalizer, reference
+        self.logger = MetricsLogger(run_dir, resume_step=resume_step, tensorboard=run.tensorboard,
+                                    wandb_project=run.wandb_project, config=config)
+        self.checkpointer = TrainCheckpointer(run_dir / "checkpoints")
+        meta = resume_meta or {}
+        self.best = meta.get("best") or [None] * run.seeds  # per seed: {"step", "mean", "result"}
+        self.elapsed_before = float(meta.get("time_s", 0.0))
+        self.started = time.time()
+        self.progress = Progress(run.steps, f"{config['method']} {config['env_id']}", start=resume_step or 0,
+                                 enabled=run.progress)
+
+    def time_s(self) -> float:
+        return self.elapsed_before + time.time() - self.started
+
+    def export_dir(self, kind: str, s: int) -> Path:
+        return self.run_dir / kind if self.run.seeds == 1 else self.run_dir / kind / f"seed{s}"
+
+    def export(self, kind: str, state: Any, s: int, step: int, eval_mean: float | None) -> None:
+        head_config, params = self.export_fn(seed_slice(state, s))
+        export_policy(self.export_dir(kind, s), head_config=head_config, params=params, spec=self.spec,
+                      normalizer=self.normalizer,
+                      metadata={"algo": self.config["algo"], "method": self.config["method"], "step": step,
+                                "seed": self.run.seed + s, "eval_return": eval_mean, "run_dir": str(self.run_dir)})
+
+    def record_eval(self, step: int, state: Any, results: list[dict], train_metrics: dict[str, float]) -> dict:
+        """Logs a metrics row and updates best/ exports from per-seed evaluation results."""
+        row = {"time_s": round(self.time_s(), 2), **train_metrics}
+        means = [r["mean"] for r in results]
+        row["eval/return"] = float(np.mean(means))
+        row["eval/return_std"] = float(np.mean([r["std"] for r in results]))
+        if results[0]["success_rate"] is not None:
+            row["eval/success_rate"] = float(np.mean([r["success_rate"] for r in results]))
+        for s, m in enumerate(means):
+            row[f"eval/return/seed{s}"] = m
+        self.logger.log(step, row)
+        for s, r in enumerate(results):
+            if self.best[s] is None or r["mean"] > self.best[s]["mean"]:
+                self.best[s] = {"step": step, "mean": r["mean"], "result": r}
+                self.export("best", state, s, step, r["mean"])
+        headline = f"eval return {row['eval/return']:.1f}"
+        self.progress.update(step, headline)
+        return row
+
+    def checkpoint(self, step: int, tree: Any, extra_meta: dict | None = None) -> None:
+        meta = {"step": step, "best": self.best, "time_s": self.time_s(), **(extra_meta or {})}
+        self.checkpointer.save(step, tree, json.loads(json.dumps(meta)))
+
+    def finish(self, step: int, state: Any, results: list[dict]) -> dict:
+        """Writes final/ exports and eval.json (final and best results per seed)."""
+        for s, r in enumerate(results):
+            self.export("final", state, s, step, r["mean"])
+        summary = {"method": self.config["method"], "algo": self.config["algo"], "env_id": self.config["env_id"],
+                   "step": step, "reference": self.reference, "time_s": round(self.time_s(), 2),
+                   "final": {"seeds": [{"seed": self.run.seed + s, **r} for s, r in enumerate(results)]},
+                   "best": {"seeds": [{"seed": self.run.seed + s, "step": b["step"], **b["result"]}
+                                      for s, b in enumerate(self.best) if b is not None]}}
+        (self.run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def close(self) -> None:
+        self.progress.close()
+        self.logger.close()
+        self.checkpointer.close()
+
+
+def eval_steps(total: int, every: int, start: int = 0) -> list[int]:
+    """The steps at which a run of `total` steps evaluates: multiples of `every`, and the last step."""
+    marks = list(range(every, total, every)) + [total]
+    return [m for m in marks if m > start]
+
+
+def mean_metrics(metrics: dict) -> dict[str, float]:
+    """Averages device metrics over every axis (updates, seeds) and prefixes them with train/."""
+    return {f"train/{k}": float(np.mean(np.asarray(v))) for k, v in metrics.items()}

@@ -1,0 +1,161 @@
+"""Online off-policy loop (SAC and kin), readable top to bottom.
+
+K seeds run side by side: each seed has its own env, replay buffer (on device) and agent; agents and
+buffers carry a leading seed axis and every device call is vmapped over it. The loop alternates:
+collect `chunk` env steps per seed (one jitted act per step), then one jitted call that appends the chunk
+to the replay buffers and runs `chunk * updates_per_step` updates inside `lax.scan`.
+Resuming restores agents, optimizers, RNG keys and replay buffers; envs restart from a fresh reset.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from types import ModuleType
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from understudy.data.replay import replay_add, replay_init, replay_sample
+from understudy.envs import env_spec, make
+from understudy.eval.rollouts import evaluate_seeds
+from understudy.policy import to_env_action
+from understudy.train.common import RunArgs, RunRecorder, default_out, eval_steps, mean_metrics, prepare_run_dir, \
+    run_config
+from understudy.types import UnderstudyError
+
+
+def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: int = 50,
+          method: str | None = None) -> dict:
+    if run.env is None:
+        raise UnderstudyError(f"`understudy train {algo_name}` is an online algorithm: pass --env ID (e.g. --env Pendulum-v1).")
+    K = run.seeds
+    if K < 1:
+        raise UnderstudyError(f"--seeds must be at least 1 (got {K}).")
+    envs = [make(run.env, seed=run.seed + s) for s in range(K)]
+    spec = env_spec(envs[0])
+    if spec.discrete:
+        raise UnderstudyError(f"{algo_name} needs continuous actions, but {run.env} has {spec.num_actions} discrete "
+                              "actions. Use a continuous env (e.g. MountainCarContinuous-v0), or dqn/ppo for discrete ones.")
+    method = method or algo_name
+    out = run.out or default_out(algo_name, run.env, run.seed)
+    config = run_config(algo_name, method, run.env, run, cfg)
+    run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config)
+    chunk = math.gcd(chunk, run.eval_every)  # evaluation steps fall on chunk boundaries
+    capacity = min(cfg.buffer_size, run.steps)
+
+    # -- agents, buffers and loop keys, each with a leading seed axis -------------------------------
+    seeds = jnp.arange(K) + run.seed
+    state = jax.vmap(lambda s: algo.init(cfg, spec, jax.random.PRNGKey(s)))(seeds)
+    buffer = jax.vmap(lambda _: replay_init(capacity, spec.obs_shape, (spec.action_dim,)))(seeds)
+    keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), 1))(seeds)
+    start = 0
+    resume_step, resume_meta = None, None
+    recorder_kwargs = dict(config=config, spec=spec, export_fn=lambda st: algo.policy_export(cfg, st))
+    if run.resume:
+        from understudy.checkpoint import TrainCheckpointer
+
+        ck = TrainCheckpointer(run_dir / "checkpoints")
+        start, tree, resume_meta = ck.restore_latest({"state": state, "buffer": buffer, "keys": keys})
+        ck.close()
+        state, buffer, keys = tree["state"], tree["buffer"], tree["keys"]
+        resume_step = start
+    recorder = RunRecorder(run_dir, run, resume_step=resume_step, resume_meta=resume_meta, **recorder_kwargs)
+    if start >= run.steps:
+        recorder.progress.print(f"{run_dir} already reached step {start} (asked for {run.steps}); nothing to do.")
+
+    # -- jitted pieces --------------------------------------------------------------------------------
+    @functools.partial(jax.jit, static_argnames="explore_randomly")
+    def act_all(state, obs, keys, explore_randomly):
+        keys, sub = jax.vmap(jax.random.split, out_axes=1)(keys)
+        if explore_randomly:
+            action = jax.vmap(lambda k: jax.random.uniform(k, (spec.action_dim,), minval=-1.0, maxval=1.0))(sub)
+        else:
+            action = jax.vmap(lambda st, o, k: algo.act(cfg, st, o[None], k, False)[0])(state, obs, sub)
+        return action, keys
+
+    @functools.partial(jax.jit, static_argnames="num_updates", donate_argnames=("state", "buffer"))
+    def add_and_update(state, buffer, keys, transitions, num_updates):
+        buffer = jax.vmap(replay_add)(buffer, *transitions)
+        if num_updates == 0:
+            return state, buffer, keys, {}
+
+        def one_update(carry, _):
+            state, keys = carry
+            keys, sub = jax.vmap(jax.random.split, out_axes=1)(keys)
+            batch = jax.vmap(lambda b, k: replay_sample(b, k, cfg.batch_size))(buffer, sub)
+            state, metrics = jax.vmap(lambda st, b: algo.update(cfg, st, b))(state, batch)
+            return (state, keys), metrics
+
+        (state, keys), metrics = jax.lax.scan(one_update, (state, keys), None, length=num_updates)
+        return state, buffer, keys, metrics
+
+    @jax.jit
+    def greedy(state, obs):
+        return jax.vmap(lambda st, o: algo.act(cfg, st, o, jax.random.PRNGKey(0), True))(state, obs)
+
+    def evaluate(state):
+        return evaluate_seeds(lambda o: to_env_action(np.asarray(greedy(state, jnp.asarray(o, jnp.float32))), spec),
+                              run.env, num_seeds=K, episodes=run.eval_episodes, seed=run.seed + 10_000,
+                              env_options={"obs_noise": run.obs_noise} if run.obs_noise else None)
+
+    # -- the loop --------------------------------------------------------------------------------------
+    obs = np.stack([e.reset(seed=run.seed + s + 7919 * start)[0] for s, e in enumerate(envs)]).astype(np.float32)
+    ep_return, finished_returns = np.zeros(K), []
+    interval_metrics: list[dict] = []
+    checkpoint_every = max(run.eval_every, (run.checkpoint_every or run.eval_every) // run.eval_every * run.eval_every)
+    step = start
+    last_row = None
+    for mark in eval_steps(run.steps, run.eval_every, start):
+        while step < mark:
+            n = min(chunk, mark - step)
+            cols = {k: [] for k in ("obs", "action", "reward", "term", "next_obs")}
+            for _ in range(n):
+                action, keys = act_all(state, jnp.asarray(obs), keys, explore_randomly=step < cfg.learning_starts)
+                action = np.asarray(action)
+                env_action = to_env_action(action, spec)
+                next_obs = np.empty_like(obs)
+                for s, e in enumerate(envs):
+                    o2, r, term, trunc, _ = e.step(env_action[s])
+                    cols["obs"].append(obs[s]), cols["action"].append(action[s]), cols["reward"].append(r)
+                    cols["term"].append(float(term)), cols["next_obs"].append(o2)
+                    ep_return[s] += r
+                    if term or trunc:
+                        finished_returns.append(ep_return[s])
+                        ep_return[s] = 0.0
+                        o2, _ = e.reset()
+                    next_obs[s] = o2
+                obs = next_obs
+                step += 1
+            # columns were appended step-major, seed-minor: reshape to [K, n, ...]
+            transitions = tuple(jnp.asarray(np.asarray(cols[k], np.float32).reshape(n, K, *np.shape(cols[k][0]))
+                                            .swapaxes(0, 1)) for k in ("obs", "action", "reward", "term", "next_obs"))
+            updates = n * cfg.updates_per_step if step >= cfg.learning_starts else 0
+            state, buffer, keys, metrics = add_and_update(state, buffer, keys, transitions, num_updates=updates)
+            if metrics:
+                interval_metrics.append(jax.device_get(metrics))
+            recorder.progress.update(step, "" if last_row is None else f"eval return {last_row['eval/return']:.1f}")
+
+        results = evaluate(state)
+        train_metrics = {}
+        if interval_metrics:
+            train_metrics = mean_metrics({k: np.concatenate([np.ravel(m[k]) for m in interval_metrics])
+                                          for k in interval_metrics[0]})
+        if finished_returns:
+            train_metrics["train/episode_return"] = float(np.mean(finished_returns))
+        interval_metrics, finished_returns = [], []
+        last_row = recorder.record_eval(step, state, results, train_metrics)
+        if step % checkpoint_every == 0 or step == run.steps:
+            recorder.checkpoint(step, {"state": state, "buffer": buffer, "keys": keys})
+        if step == run.steps:
+            summary = recorder.finish(step, state, results)
+    recorder.close()
+    for e in envs:
+        e.close()
+    if start >= run.steps:
+        import json
+
+        return json.loads((run_dir / "eval.json").read_text())
+    return summary
