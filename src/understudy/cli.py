@@ -129,11 +129,10 @@ def cmd_train(argv: list[str]) -> None:
     loop_name, module_path, desc = ALGOS[name]
     algo = importlib.import_module(module_path)
 
-    @dataclasses.dataclass(frozen=True)
-    class TrainArgs:
-        run: Annotated[RunArgs, tyro.conf.arg(name="")]
-        algo: Annotated[algo.Config, tyro.conf.arg(name="")]
-
+    # built at run time: annotations must be real types (not strings) for tyro to resolve them here
+    TrainArgs = dataclasses.make_dataclass(
+        "TrainArgs", [("run", Annotated[RunArgs, tyro.conf.arg(name="")]),
+                      ("algo", Annotated[algo.Config, tyro.conf.arg(name="")])], frozen=True)
     TrainArgs.__doc__ = desc
     args = tyro.cli(TrainArgs, args=argv[1:], prog=f"understudy train {name}")
     train(name, args.algo, args.run)

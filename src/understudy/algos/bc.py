@@ -9,6 +9,7 @@ normalizer and stores it with the policy export).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Optional
 
 import flax.struct as struct
@@ -80,10 +81,16 @@ def _mean_loss(cfg: Config, state: State, params: Any, batch: Batch, key: jax.Ar
 
 def init(cfg: Config, spec: EnvSpec, key: jax.Array) -> State:
     _check_head_fits(cfg, spec)
+    return _init_state(cfg, spec.obs_dim, spec.action_dim, key)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _init_state(cfg: Config, obs_dim: int, action_dim: int, key: jax.Array) -> State:
+    # Jitted: initializing op by op dispatches many tiny computations (seconds on CPU).
     key, init_key = jax.random.split(key)
-    params = _head(cfg, spec.action_dim).init(init_key, jnp.zeros((1, spec.obs_dim), jnp.float32))
+    params = _head(cfg, action_dim).init(init_key, jnp.zeros((1, obs_dim), jnp.float32))
     return State(params=params, opt_state=_optimizer(cfg).init(params), rng=key, step=jnp.zeros((), jnp.int32),
-                 action_dim=spec.action_dim)
+                 action_dim=action_dim)
 
 
 def update(cfg: Config, state: State, batch: Batch) -> tuple[State, dict[str, jax.Array]]:

@@ -9,6 +9,7 @@ all in one pure function so the loop can scan it K times and vmap it over seeds.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Optional
 
 import flax.struct as struct
@@ -107,8 +108,13 @@ def init(cfg: Config, spec: EnvSpec, key: jax.Array) -> State:
                               "actions. Use a discrete-action algorithm (dqn, ppo) or a Box-action environment.")
     if cfg.num_critics < 1:
         raise UnderstudyError(f"SAC --num-critics must be >= 1, got {cfg.num_critics}.")
-    action_dim = spec.action_dim
-    obs = jnp.zeros((1, spec.obs_dim), jnp.float32)
+    return _init_state(cfg, spec.obs_dim, spec.action_dim, key)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _init_state(cfg: Config, obs_dim: int, action_dim: int, key: jax.Array) -> State:
+    # Jitted: initializing op by op dispatches hundreds of tiny computations (seconds on CPU).
+    obs = jnp.zeros((1, obs_dim), jnp.float32)
     action = jnp.zeros((1, action_dim), jnp.float32)
     key, actor_key, critic_key = jax.random.split(key, 3)
     actor_params = _actor(cfg, action_dim).init(actor_key, obs)

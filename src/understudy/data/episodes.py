@@ -74,6 +74,12 @@ class Dataset:
             self.instructions = [str(s) for s in self.instructions]
         self.metadata = dict(self.metadata or {})
 
+    def __repr__(self) -> str:
+        extra = (" with task ids" if self.task_id is not None else "") + (
+            " with instructions" if self.instructions is not None else "")
+        return (f"Dataset({self.metadata.get('env_id') or 'unknown env'}: {self.num_episodes} episodes, "
+                f"{self.num_steps} steps{extra})")
+
     # -- sizes --------------------------------------------------------------------------------------
     @property
     def num_steps(self) -> int:

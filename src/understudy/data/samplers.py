@@ -87,6 +87,9 @@ def to_device(columns: Any, episode_starts: Optional[np.ndarray] = None) -> Devi
                               "sampling needs episode boundaries. Pass episode_starts=... to to_device.")
     rewards = np.asarray(_column(columns, "rewards"), np.float32).reshape(-1)
     n = rewards.shape[0]
+    if n == 0:
+        raise UnderstudyError("The dataset has no steps, so there is nothing to sample. Check the dataset path "
+                              "or the filter that selected its episodes.")
     cols = {k: jax.tree_util.tree_map(np.asarray, _column(columns, k)) for k in _REQUIRED}
     task_id = _column(columns, "task_id")
     if task_id is not None:

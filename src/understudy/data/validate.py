@@ -26,9 +26,14 @@ def _leaves(name: str, obs) -> list[tuple[str, np.ndarray]]:
 def validate_dataset(ds: Dataset, source: str = "the dataset") -> None:
     """Raise UnderstudyError naming `source` and the offending field if `ds` is malformed."""
     n = ds.num_steps
+    recollect = RECOLLECT.replace("ENV_ID", ds.metadata.get("env_id") or "ENV_ID")
 
-    def bad(field: str, problem: str, fix: str = RECOLLECT):
+    def bad(field: str, problem: str, fix: str = recollect):
         raise UnderstudyError(f"{source}: field `{field}` {problem}. The data is unusable as is; {fix}.")
+
+    def where(step: int) -> str:
+        episode = int(np.searchsorted(ds.episode_starts, step, side="right") - 1)
+        return f"step {step}" + (f" (episode {episode})" if episode >= 0 else "")
 
     columns = (_leaves("observations", ds.observations) + _leaves("next_observations", ds.next_observations)
                + [("actions", ds.actions), ("rewards", ds.rewards), ("terminations", ds.terminations),
@@ -44,7 +49,7 @@ def validate_dataset(ds: Dataset, source: str = "the dataset") -> None:
         if x.dtype.kind == "f" and field != "next_observations" and not field.startswith("next_observations/") \
                 and x.size and not np.isfinite(x).all():
             rows = np.nonzero(~np.isfinite(x.reshape(n, -1)).all(axis=1))[0]
-            bad(field, f"contains NaN or infinite values at {rows.size} step(s), first at step {int(rows[0])}")
+            bad(field, f"contains NaN or infinite values at {rows.size} step(s), first at {where(int(rows[0]))}")
     for field, x in _leaves("next_observations", ds.next_observations):
         if x.dtype.kind == "f" and x.size:
             # A terminal step's successor is never used (no bootstrapping), so only check the others.
@@ -68,7 +73,7 @@ def validate_dataset(ds: Dataset, source: str = "the dataset") -> None:
         flags = getattr(ds, field)
         if (flags & mid_episode).any():
             step = int(np.nonzero(flags & mid_episode)[0][0])
-            bad(field, f"is set at step {step}, in the middle of an episode (an episode ends at its first "
+            bad(field, f"is set at {where(step)}, in the middle of an episode (an episode ends at its first "
                        "termination or truncation)")
     if ds.task_id is not None and ds.num_episodes:
         first = ds.task_id[ds.episode_starts]
@@ -81,7 +86,7 @@ def validate_dataset(ds: Dataset, source: str = "the dataset") -> None:
     spec = ds.metadata.get("spec")
     if spec:
         _check_shapes(ds, EnvSpec.from_dict(spec) if isinstance(spec, dict) else spec, source,
-                      "the file's data does not match the spaces recorded in its own metadata; " + RECOLLECT)
+                      "the file's data does not match the spaces recorded in its own metadata; " + recollect)
 
 
 def _obs_specs(spec: EnvSpec) -> list[tuple[str, ArraySpec]]:

@@ -11,7 +11,7 @@ import gymnasium as gym
 
 from understudy.envs.errors import user_error
 
-MAX_EPISODE_STEPS_DOC = "time limit in steps (default: the family's usual one)"
+MAX_EPISODE_STEPS_DOC = "time limit in steps (default: the registered one)"
 
 
 @dataclasses.dataclass

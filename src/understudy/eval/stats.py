@@ -48,12 +48,16 @@ def iqm_with_ci(scores, reps: int = 2000, seed: int = 0, confidence: float = 0.9
     point = float(metrics.aggregate_iqm(scores))
     if scores.shape[0] < 2 or np.all(scores == scores[0]):
         return point, point, point
-    with warnings.catch_warnings():
-        # arch warns that RandomState is deprecated; rliable 1.2 still passes it, and it keeps CIs reproducible.
-        warnings.simplefilter("ignore", FutureWarning)
+    # rliable 1.2 draws bootstrap indices from NumPy's global RNG (its random_state argument is ignored by
+    # StratifiedBootstrap.update_indices), so seed the global RNG for reproducible CIs and restore it after.
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
         _, intervals = library.get_interval_estimates(
             {"x": scores}, lambda s: np.array([metrics.aggregate_iqm(s)]), reps=reps,
-            confidence_interval_size=confidence, random_state=np.random.RandomState(seed))
+            confidence_interval_size=confidence)
+    finally:
+        np.random.set_state(saved)
     low, high = float(intervals["x"][0, 0]), float(intervals["x"][1, 0])
     # The percentile interval can miss the point estimate by float rounding only; keep it inside.
     return point, min(low, point), max(high, point)

@@ -51,6 +51,8 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
     state = jax.vmap(lambda s: algo.init(cfg, spec, jax.random.PRNGKey(s)))(seeds)
     buffer = jax.vmap(lambda _: replay_init(capacity, spec.obs_shape, (spec.action_dim,)))(seeds)
     keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), 1))(seeds)
+    # donation needs every leaf in its own buffer (init may alias e.g. target params to params)
+    state, buffer = jax.tree.map(jnp.copy, (state, buffer))
     start = 0
     resume_step, resume_meta = None, None
     recorder_kwargs = dict(config=config, spec=spec, export_fn=lambda st: algo.policy_export(cfg, st))

@@ -77,6 +77,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, updates_p
     seeds = jnp.arange(K) + run.seed
     state = jax.vmap(lambda s: algo.init(cfg, spec, jax.random.PRNGKey(s)))(seeds)
     keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), 1))(seeds)
+    state = jax.tree.map(jnp.copy, state)  # donation needs every leaf in its own buffer
     start, resume_meta = 0, None
     if run.resume:
         from understudy.checkpoint import TrainCheckpointer

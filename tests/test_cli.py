@@ -1,0 +1,139 @@
+"""CLI smoke runs with tiny budgets: train (SAC, BC, several seeds, resume), collect, eval, data info, report, plot,
+and the errors a user meets (unknown algorithm, existing run directory, corrupt dataset)."""
+
+import csv
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from understudy.cli import main
+
+TINY_SAC = ["--steps", "400", "--eval-every", "200", "--eval-episodes", "2", "--learning-starts", "100",
+            "--batch-size", "32", "--hidden-dims", "32", "32", "--no-progress", "--no-tensorboard"]
+
+
+@pytest.fixture(scope="module")
+def sac_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "sac"
+    assert main(["train", "sac", "--env", "Pendulum-v1", "--out", str(out), "--seeds", "2", *TINY_SAC]) == 0
+    return out
+
+
+def test_train_sac_writes_a_complete_run(sac_run):
+    assert json.loads((sac_run / "config.json").read_text())["algo"] == "sac"
+    rows = list(csv.DictReader(open(sac_run / "metrics.csv")))
+    assert list(rows[0])[0] == "step"
+    assert [int(r["step"]) for r in rows] == [200, 400]
+    summary = json.loads((sac_run / "eval.json").read_text())
+    finals = summary["final"]["seeds"]
+    assert len(finals) == 2 and all(len(s["returns"]) == 2 for s in finals)
+    # two seeds, one process: independent results
+    assert finals[0]["returns"] != finals[1]["returns"]
+    for kind in ("best", "final"):
+        for s in range(2):
+            assert (sac_run / kind / f"seed{s}" / "policy.safetensors").exists()
+    assert (sac_run / "checkpoints").exists()
+
+
+def test_existing_run_dir_is_not_overwritten(sac_run, capsys):
+    before = (sac_run / "metrics.csv").read_bytes()
+    assert main(["train", "sac", "--env", "Pendulum-v1", "--out", str(sac_run), *TINY_SAC]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (sac_run / "metrics.csv").read_bytes() == before
+
+
+def test_resume_extends_a_finished_run(tmp_path):
+    out = tmp_path / "sac"
+    args = ["train", "sac", "--env", "Pendulum-v1", "--out", str(out), *TINY_SAC]
+    assert main(args) == 0
+    extended = [a if a != "400" else "600" for a in args]
+    assert main(extended + ["--resume"]) == 0
+    steps = [int(r["step"]) for r in csv.DictReader(open(out / "metrics.csv"))]
+    assert steps == [200, 400, 600]
+    assert json.loads((out / "eval.json").read_text())["step"] == 600
+
+
+def test_eval_collect_data_info_bc_report_plot(sac_run, tmp_path, capsys):
+    policy = sac_run / "final" / "seed0"
+    result_file = tmp_path / "eval.json"
+    assert main(["eval", str(policy), "--env", "Pendulum-v1", "--episodes", "3", "--json", str(result_file)]) == 0
+    result = json.loads(result_file.read_text())
+    assert set(result) >= {"returns", "lengths", "mean", "std", "success_rate"}
+    assert len(result["returns"]) == 3 and result["lengths"] == [200, 200, 200]
+    assert abs(result["mean"] - np.mean(result["returns"])) < 1e-6
+
+    data = tmp_path / "expert-data"
+    assert main(["collect", "--env", "Pendulum-v1", "--policy", str(policy), "--episodes", "4", "--out", str(data)]) == 0
+    capsys.readouterr()
+    assert main(["data", "info", str(data)]) == 0
+    info = capsys.readouterr().out
+    assert "4" in info and "800" in info
+
+    bc_out = tmp_path / "bc"
+    assert main(["train", "bc", "--dataset", str(data), "--steps", "200", "--eval-every", "100", "--eval-episodes", "2",
+                 "--hidden-dims", "32", "32", "--out", str(bc_out), "--no-progress"]) == 0
+    assert json.loads((bc_out / "eval.json").read_text())["method"] == "bc-mse"
+    assert (bc_out / "final" / "policy.json").exists()
+    assert json.loads((bc_out / "final" / "policy.json").read_text())["normalizer"] is True
+
+    report = tmp_path / "report.md"
+    assert main(["report", str(sac_run), str(bc_out), "--out", str(report)]) == 0
+    text = report.read_text()
+    assert "sac" in text and "bc-mse" in text
+    png = tmp_path / "curves.png"
+    assert main(["plot", str(sac_run), "--out", str(png)]) == 0
+    assert png.stat().st_size > 1000
+
+
+def test_corrupt_dataset_is_a_one_paragraph_error(tmp_path, capsys):
+    bad = tmp_path / "bad.hdf5"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)
+    digest = hashlib.sha256(bad.read_bytes()).hexdigest()
+    assert main(["data", "info", str(bad)]) != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and str(bad) in err
+    assert hashlib.sha256(bad.read_bytes()).hexdigest() == digest
+    assert main(["train", "bc", "--dataset", str(bad), "--steps", "10", "--out", str(tmp_path / "r")]) != 0
+
+
+def test_unknown_algorithm_and_command(capsys):
+    assert main(["train", "sacc", "--env", "Pendulum-v1"]) == 2
+    assert "did you mean sac" in capsys.readouterr().err
+    assert main(["trian"]) == 2
+
+
+def test_help_lists_commands_and_options():
+    out = subprocess.run([sys.executable, "-m", "understudy.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "quickstart" in out.stdout and "train" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "understudy.cli", "train", "sac", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for flag in ("--env", "--steps", "--seeds", "--resume", "--overwrite", "--eval-every", "--batch-size"):
+        assert flag in out.stdout
+
+
+def test_sigkill_then_resume_finishes_without_repeated_or_missing_steps(tmp_path):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "understudy.cli", "train", "sac", "--env", "Pendulum-v1", "--out", str(out),
+           *[a if a != "400" else "1000" for a in TINY_SAC]]
+    cmd[cmd.index("--eval-every") + 1] = "100"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        rows = (out / "metrics.csv").read_text().count("\n") if (out / "metrics.csv").exists() else 0
+        if rows >= 3 and any((out / "checkpoints").glob("[0-9]*")):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert main(cmd[3:] + ["--resume"]) == 0
+    steps = [int(r["step"]) for r in csv.DictReader(open(out / "metrics.csv"))]
+    assert steps == list(range(100, 1001, 100))
