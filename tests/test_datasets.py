@@ -3,7 +3,6 @@ damaged files, mixing, splitting and summaries."""
 
 import hashlib
 import json
-import shutil
 import warnings
 from pathlib import Path
 
@@ -171,6 +170,37 @@ def test_loads_dataset_written_by_minari_data_collector(minari_root):
         spec = EnvSpec.from_dict(ds.metadata["spec"])
         assert spec.obs_shape == (3,) and spec.action.high == (2.0,) and spec.max_episode_steps == 200
         assert ds.truncations.sum() == 3 and not ds.terminations.any()
+
+
+def test_loads_minari_jpeg_encoded_images(minari_root):
+    import gymnasium as gym
+    import minari
+
+    class Frames(gym.Env):  # 32x32 uint8 frames: minari stores them JPEG-encoded
+        observation_space = gym.spaces.Box(0, 255, (32, 32, 3), np.uint8)
+        action_space = gym.spaces.Discrete(3)
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            self.t = 0
+            return np.full((32, 32, 3), 10, np.uint8), {}
+
+        def step(self, action):
+            self.t += 1
+            return np.full((32, 32, 3), 10 * (self.t + 1), np.uint8), 1.0, self.t >= 4, False, {}
+
+    env = minari.DataCollector(Frames())
+    env.reset(seed=0)
+    for _ in range(4):
+        env.step(env.action_space.sample())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        env.create_dataset(dataset_id="test/frames-v0", algorithm_name="random")
+    ds = load_dataset("test/frames-v0")
+    assert ds.observations.shape == (4, 32, 32, 3) and ds.observations.dtype == np.uint8
+    np.testing.assert_array_equal(ds.observations[:, 5, 5, 0], [10, 20, 30, 40])  # flat frames survive JPEG
+    np.testing.assert_array_equal(ds.next_observations[:, 0, 0, 2], [20, 30, 40, 50])
+    assert ds.terminations.tolist() == [False, False, False, True] and ds.actions.dtype == np.int64
 
 
 def test_unknown_path_names_what_was_tried(tmp_path, minari_root):

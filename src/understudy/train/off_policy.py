@@ -10,7 +10,9 @@ Resuming restores agents, optimizers, RNG keys and replay buffers; envs restart 
 from __future__ import annotations
 
 import functools
+import json
 import math
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -41,10 +43,14 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
                               "actions. Use a continuous env (e.g. MountainCarContinuous-v0), or dqn/ppo for discrete ones.")
     method = method or algo_name
     out = run.out or default_out(algo_name, run.env, run.seed)
-    config = run_config(algo_name, method, run.env, run, cfg)
+    # a buffer larger than the run is wasted memory; a resumed run keeps the capacity it was started with
+    capacity = min(cfg.buffer_size, run.steps)
+    saved_config = Path(out) / "config.json"
+    if run.resume and saved_config.exists():
+        capacity = json.loads(saved_config.read_text()).get("buffer_capacity", capacity)
+    config = run_config(algo_name, method, run.env, run, cfg, extra={"buffer_capacity": capacity})
     run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config)
     chunk = math.gcd(chunk, run.eval_every)  # evaluation steps fall on chunk boundaries
-    capacity = min(cfg.buffer_size, run.steps)
 
     # -- agents, buffers and loop keys, each with a leading seed axis -------------------------------
     seeds = jnp.arange(K) + run.seed
@@ -157,7 +163,5 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
     for e in envs:
         e.close()
     if start >= run.steps:
-        import json
-
         return json.loads((run_dir / "eval.json").read_text())
     return summary
