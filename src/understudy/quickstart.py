@@ -103,7 +103,7 @@ def quickstart(args: QuickstartArgs) -> dict:
         "Normalized score = (return − random) / (SAC expert − random).", "",
         "Training curves: `sac_curve.png`, `bc_curve.png`.", "",
         "## Per-run table (from the runs' own final evaluations)", "",
-        build_report([str(out / "sac"), str(out / "bc")]), "",
+        build_report([str(out / "sac"), str(out / "bc")], title=None), "",
     ])
     (out / "report.md").write_text(text)
     print(text)

@@ -106,7 +106,8 @@ def sac_critic_loss(q_predictions: jax.Array, target: jax.Array) -> jax.Array:
     Matches CleanRL's qf1_loss + qf2_loss. The target is treated as a constant (gradient stopped here).
     """
     _check(jnp.ndim(q_predictions) == 2 and jnp.shape(q_predictions)[1:] == jnp.shape(target),
-           f"q_predictions must be [E, B] and target [B]; got shapes {jnp.shape(q_predictions)} and {jnp.shape(target)}.")
+           f"q_predictions must be [E, B] and target [B]; got shapes {jnp.shape(q_predictions)} and "
+           f"{jnp.shape(target)}.")
     errors = q_predictions - jax.lax.stop_gradient(target)[None, :]
     return jnp.sum(jnp.mean(jnp.square(errors), axis=1))
 
