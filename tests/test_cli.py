@@ -137,3 +137,14 @@ def test_sigkill_then_resume_finishes_without_repeated_or_missing_steps(tmp_path
     assert main(cmd[3:] + ["--resume"]) == 0
     steps = [int(r["step"]) for r in csv.DictReader(open(out / "metrics.csv"))]
     assert steps == list(range(100, 1001, 100))
+
+
+def test_same_seed_and_config_give_the_same_result(tmp_path):
+    results = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert main(["train", "sac", "--env", "Pendulum-v1", "--out", str(out), "--steps", "300", "--eval-every", "300",
+                     "--eval-episodes", "2", "--learning-starts", "100", "--batch-size", "32", "--hidden-dims", "32",
+                     "32", "--no-progress", "--no-tensorboard"]) == 0
+        results.append(json.loads((out / "eval.json").read_text())["final"]["seeds"][0]["returns"])
+    assert results[0] == results[1]

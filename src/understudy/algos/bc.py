@@ -29,8 +29,8 @@ class Config:
     """Action head: mse, gaussian, tanh-gaussian (continuous actions) or categorical (discrete actions)."""
     hidden_dims: tuple[int, ...] = (256, 256)
     """Hidden layer widths of the policy network."""
-    lr: float = 1e-3
-    """AdamW learning rate."""
+    lr: float = 3e-4
+    """AdamW learning rate (1e-3 makes the Gaussian head's likelihood training unstable once its std is small)."""
     weight_decay: float = 1e-4
     """AdamW decoupled weight decay (0 gives plain Adam)."""
     max_grad_norm: Optional[float] = None
