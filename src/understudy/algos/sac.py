@@ -37,8 +37,8 @@ class Config:
     """Environment steps taken with uniformly random actions before updates begin."""
     buffer_size: int = 1_000_000
     """Replay buffer capacity in transitions."""
-    updates_per_step: int = 1
-    """Gradient updates per environment step once learning has started."""
+    updates_per_step: float = 1.0
+    """Gradient updates per environment step once learning has started (fractions allowed, e.g. 0.25)."""
     gamma: float = 0.99
     """Discount factor."""
     tau: float = 0.005

@@ -43,6 +43,8 @@ class RunArgs:
     """Episodes per seed at each evaluation."""
     checkpoint_every: Optional[int] = None
     """Checkpoint every N steps (default: at every evaluation). Rounded to a multiple of --eval-every."""
+    snapshot_every: Optional[int] = None
+    """Also keep a policy export every N steps in snapshots/step_N/ (e.g. for medium-quality datasets). Rounded to a multiple of --eval-every."""
     obs_noise: float = 0.0
     """Std of Gaussian noise added to observations during evaluation rollouts (robustness checks)."""
     tensorboard: bool = True
@@ -161,6 +163,16 @@ class RunRecorder:
         headline = f"eval return {row['eval/return']:.1f}"
         self.progress.update(step, headline)
         return row
+
+    def maybe_snapshot(self, step: int, state: Any, results: list[dict]) -> None:
+        """Keeps a policy export in snapshots/step_<step>/ every --snapshot-every steps."""
+        every = self.run.snapshot_every
+        if not every:
+            return
+        every = max(self.run.eval_every, every // self.run.eval_every * self.run.eval_every)
+        if step % every == 0:
+            for s, r in enumerate(results):
+                self.export(f"snapshots/step_{step}", state, s, step, r["mean"])
 
     def checkpoint(self, step: int, tree: Any, extra_meta: dict | None = None) -> None:
         meta = {"step": step, "best": self.best, "time_s": self.time_s(), **(extra_meta or {})}

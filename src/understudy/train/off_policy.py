@@ -37,10 +37,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
     if K < 1:
         raise UnderstudyError(f"--seeds must be at least 1 (got {K}).")
     envs = [make(run.env, seed=run.seed + s) for s in range(K)]
-    spec = env_spec(envs[0])
-    if spec.discrete:
-        raise UnderstudyError(f"{algo_name} needs continuous actions, but {run.env} has {spec.num_actions} discrete "
-                              "actions. Use a continuous env (e.g. MountainCarContinuous-v0), or dqn/ppo for discrete ones.")
+    spec = env_spec(envs[0])  # the algorithm's init rejects action spaces it cannot handle
     method = method or algo_name
     out = run.out or default_out(algo_name, run.env, run.seed)
     # a buffer larger than the run is wasted memory; a resumed run keeps the capacity it was started with
@@ -55,7 +52,8 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
     # -- agents, buffers and loop keys, each with a leading seed axis -------------------------------
     seeds = jnp.arange(K) + run.seed
     state = jax.vmap(lambda s: algo.init(cfg, spec, jax.random.PRNGKey(s)))(seeds)
-    buffer = jax.vmap(lambda _: replay_init(capacity, spec.obs_shape, (spec.action_dim,)))(seeds)
+    action_shape, action_dtype = ((), jnp.int32) if spec.discrete else ((spec.action_dim,), jnp.float32)
+    buffer = jax.vmap(lambda _: replay_init(capacity, spec.obs_shape, action_shape, action_dtype))(seeds)
     keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), 1))(seeds)
     # donation needs every leaf in its own buffer (init may alias e.g. target params to params)
     state, buffer = jax.tree.map(jnp.copy, (state, buffer))
@@ -78,7 +76,9 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
     @functools.partial(jax.jit, static_argnames="explore_randomly")
     def act_all(state, obs, keys, explore_randomly):
         keys, sub = jax.vmap(jax.random.split, out_axes=1)(keys)
-        if explore_randomly:
+        if explore_randomly and spec.discrete:
+            action = jax.vmap(lambda k: jax.random.randint(k, (), 0, spec.num_actions))(sub)
+        elif explore_randomly:
             action = jax.vmap(lambda k: jax.random.uniform(k, (spec.action_dim,), minval=-1.0, maxval=1.0))(sub)
         else:
             action = jax.vmap(lambda st, o, k: algo.act(cfg, st, o[None], k, False)[0])(state, obs, sub)
@@ -109,6 +109,10 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
                               run.env, num_seeds=K, episodes=run.eval_episodes, seed=run.seed + 10_000,
                               env_options={"obs_noise": run.obs_noise} if run.obs_noise else None)
 
+    def updates_due(env_step: int) -> int:
+        """Updates owed after `env_step` steps: `updates_per_step` (may be fractional) per step past learning_starts."""
+        return int(max(0, env_step - cfg.learning_starts) * cfg.updates_per_step)
+
     # -- the loop --------------------------------------------------------------------------------------
     obs = np.stack([e.reset(seed=run.seed + s + 7919 * start)[0] for s, e in enumerate(envs)]).astype(np.float32)
     ep_return, finished_returns = np.zeros(K), []
@@ -138,9 +142,11 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
                 obs = next_obs
                 step += 1
             # columns were appended step-major, seed-minor: reshape to [K, n, ...]
-            transitions = tuple(jnp.asarray(np.asarray(cols[k], np.float32).reshape(n, K, *np.shape(cols[k][0]))
-                                            .swapaxes(0, 1)) for k in ("obs", "action", "reward", "term", "next_obs"))
-            updates = n * cfg.updates_per_step if step >= cfg.learning_starts else 0
+            transitions = tuple(
+                jnp.asarray(np.asarray(cols[k], action_dtype if k == "action" else np.float32)
+                            .reshape(n, K, *np.shape(cols[k][0])).swapaxes(0, 1))
+                for k in ("obs", "action", "reward", "term", "next_obs"))
+            updates = updates_due(step) - updates_due(step - n)
             state, buffer, keys, metrics = add_and_update(state, buffer, keys, transitions, num_updates=updates)
             if metrics:
                 interval_metrics.append(jax.device_get(metrics))
@@ -155,6 +161,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
             train_metrics["train/episode_return"] = float(np.mean(finished_returns))
         interval_metrics, finished_returns = [], []
         last_row = recorder.record_eval(step, state, results, train_metrics)
+        recorder.maybe_snapshot(step, state, results)
         if step % checkpoint_every == 0 or step == run.steps:
             recorder.checkpoint(step, {"state": state, "buffer": buffer, "keys": keys})
         if step == run.steps:

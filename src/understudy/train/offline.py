@@ -129,6 +129,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, updates_p
         train_metrics = mean_metrics({k: np.concatenate([np.ravel(m[k]) for m in collected]) for k in collected[0]})
         results = evaluate(state)
         recorder.record_eval(step, state, results, train_metrics)
+        recorder.maybe_snapshot(step, state, results)
         if step % checkpoint_every == 0 or step == run.steps:
             recorder.checkpoint(step, {"state": state, "keys": keys})
         if step == run.steps:
