@@ -148,3 +148,8 @@ def test_same_seed_and_config_give_the_same_result(tmp_path):
                      "32", "--no-progress", "--no-tensorboard"]) == 0
         results.append(json.loads((out / "eval.json").read_text())["final"]["seeds"][0]["returns"])
     assert results[0] == results[1]
+
+
+def test_unknown_preset_is_a_clear_error(capsys):
+    assert main(["train", "sac", "--env", "Pendulum-v1", "--preset", "nonexistent"]) == 2
+    assert "preset" in capsys.readouterr().err

@@ -119,9 +119,10 @@ def cmd_train(argv: list[str]) -> None:
     from understudy.train.common import RunArgs
 
     if not argv or argv[0] in ("-h", "--help"):
-        lines = [f"  {name:<10} {desc}" for name, (_, _, desc) in ALGOS.items()]
-        print("usage: understudy train ALGO (--env ID | --dataset PATH) [OPTIONS]\n\nalgorithms:\n" + "\n".join(lines)
-              + "\n\n`understudy train ALGO --help` lists every option with its default.")
+        lines = [f"  {name:<13} {desc}" for name, (_, _, desc) in ALGOS.items()]
+        print("usage: understudy train ALGO (--env ID | --dataset PATH) [--preset NAME] [OPTIONS]\n\nalgorithms:\n"
+              + "\n".join(lines) + "\n\n`understudy train ALGO --help` lists every option with its default; "
+              "`--preset NAME` starts from a named set of defaults (listed in the algorithm's help).")
         return
     name = argv[0]
     if name not in ALGOS:
@@ -133,9 +134,28 @@ def cmd_train(argv: list[str]) -> None:
     TrainArgs = dataclasses.make_dataclass(
         "TrainArgs", [("run", Annotated[RunArgs, tyro.conf.arg(name="")]),
                       ("algo", Annotated[algo.Config, tyro.conf.arg(name="")])], frozen=True)
-    TrainArgs.__doc__ = desc
-    args = tyro.cli(TrainArgs, args=argv[1:], prog=f"understudy train {name}")
+    presets = getattr(algo, "PRESETS", {})
+    TrainArgs.__doc__ = desc + (f"\n\nPresets (--preset NAME): {', '.join(presets)}." if presets else "")
+    rest, preset = _pop_preset(argv[1:], name, presets)
+    if preset is not None:
+        TrainArgs.__doc__ += f" The defaults below are those of preset '{preset}'."
+    default = TrainArgs(run=RunArgs(), algo=algo.PRESETS[preset] if preset else algo.Config())
+    args = tyro.cli(TrainArgs, args=rest, prog=f"understudy train {name}", default=default)
     train(name, args.algo, args.run)
+
+
+def _pop_preset(argv: list[str], algo_name: str, presets: dict) -> tuple[list[str], str | None]:
+    """Takes `--preset NAME` out of argv: a preset replaces the algorithm's defaults; flags still override it."""
+    if "--preset" not in argv:
+        return argv, None
+    i = argv.index("--preset")
+    if i + 1 >= len(argv):
+        raise UnderstudyError(f"--preset needs a name. Presets of {algo_name}: {', '.join(presets) or 'none'}.")
+    name = argv[i + 1]
+    if name not in presets:
+        raise UnderstudyError(f"Unknown preset '{name}' for {algo_name}{_close(name, presets)}. "
+                              f"Available: {', '.join(presets) or 'none (this algorithm has no presets)'}.")
+    return argv[:i] + argv[i + 2:], name
 
 
 def train(algo_name: str, cfg, run):
