@@ -18,7 +18,7 @@ _LAZY = {
     "load_dataset": ("understudy.data", "load_dataset"),
     "save_dataset": ("understudy.data", "save_dataset"),
     "collect": ("understudy.data.collect", "collect"),
-    "train": ("understudy.cli", "train"),
+    "fit": ("understudy.cli", "train"),  # `understudy.train` is the package of training loops
     "RunArgs": ("understudy.train.common", "RunArgs"),
     "evaluate_policy": ("understudy.eval.rollouts", "evaluate_policy"),
     "quickstart": ("understudy.quickstart", "quickstart"),

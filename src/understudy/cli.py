@@ -159,7 +159,7 @@ def _pop_preset(argv: list[str], algo_name: str, presets: dict) -> tuple[list[st
 
 
 def train(algo_name: str, cfg, run):
-    """Runs `understudy train` from Python: `train("sac", sac.Config(), RunArgs(env="Pendulum-v1"))`."""
+    """Runs `understudy train` from Python (also `understudy.fit`): `fit("sac", sac.Config(), RunArgs(env="Pendulum-v1"))`."""
     import importlib
 
     loop_name, module_path, _ = ALGOS[algo_name]
