@@ -296,6 +296,10 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    import warnings
+
+    # ffmpeg (video) starts with fork+exec, which is safe; JAX warns about any fork
+    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called")
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help", "help"):
