@@ -153,3 +153,18 @@ def test_same_seed_and_config_give_the_same_result(tmp_path):
 def test_unknown_preset_is_a_clear_error(capsys):
     assert main(["train", "sac", "--env", "Pendulum-v1", "--preset", "nonexistent"]) == 2
     assert "preset" in capsys.readouterr().err
+
+
+def test_resume_from_corrupt_checkpoints_is_a_clear_error(sac_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(sac_run, run)
+    files = [f for f in (run / "checkpoints").rglob("*") if f.is_file() and f.stat().st_size > 0]
+    for f in files:
+        f.write_bytes(b"\x00garbage")
+    digests = {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    code = main(["train", "sac", "--env", "Pendulum-v1", "--out", str(run), "--seeds", "2", *TINY_SAC, "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "checkpoint" in err and "--overwrite" in err
+    assert {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in files} == digests

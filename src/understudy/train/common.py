@@ -45,6 +45,8 @@ class RunArgs:
     """Checkpoint every N steps (default: at every evaluation). Rounded to a multiple of --eval-every."""
     snapshot_every: Optional[int] = None
     """Also keep a policy export every N steps in snapshots/step_N/ (e.g. for medium-quality datasets). Rounded to a multiple of --eval-every."""
+    snapshot_replay: bool = False
+    """With --snapshot-every (off-policy algorithms): also save the replay buffer's transitions at each snapshot, as snapshots/step_N/replay.safetensors (for medium-replay datasets)."""
     obs_noise: float = 0.0
     """Std of Gaussian noise added to observations during evaluation rollouts (robustness checks)."""
     tensorboard: bool = True
@@ -86,7 +88,7 @@ def prepare_run_dir(out: str, *, resume: bool, overwrite: bool, config: dict) ->
 
 
 def _config_differences(saved: dict, new: dict) -> list[str]:
-    ignore = {"steps", "resume", "overwrite", "progress", "wandb_project", "tensorboard"}
+    ignore = {"steps", "out", "resume", "overwrite", "progress", "wandb_project", "tensorboard"}  # a run may move
     diffs = []
     for section in ("config", "run"):
         a, b = saved.get(section, {}), new.get(section, {})
@@ -120,7 +122,9 @@ class RunRecorder:
                  normalizer: dict | None = None, reference: dict | None = None, resume_step: int | None = None,
                  resume_meta: dict | None = None):
         self.run_dir, self.run, self.spec, self.config = run_dir, run, spec, config
-        self.export_fn = export_fn  # (state of one seed) -> (head_config, actor params)
+        # (state of one seed) -> (head_config, actor params), or (head_config, params, normalizer) for algorithms
+        # that learn their observation normalizer (PPO); a returned normalizer replaces `normalizer` for that seed
+        self.export_fn = export_fn
         self.normalizer, self.reference = normalizer, reference
         self.logger = MetricsLogger(run_dir, resume_step=resume_step, tensorboard=run.tensorboard,
                                     wandb_project=run.wandb_project, config=config)
@@ -139,9 +143,11 @@ class RunRecorder:
         return self.run_dir / kind if self.run.seeds == 1 else self.run_dir / kind / f"seed{s}"
 
     def export(self, kind: str, state: Any, s: int, step: int, eval_mean: float | None) -> None:
-        head_config, params = self.export_fn(seed_slice(state, s))
+        exported = self.export_fn(seed_slice(state, s))
+        head_config, params = exported[:2]
+        normalizer = exported[2] if len(exported) > 2 else self.normalizer
         export_policy(self.export_dir(kind, s), head_config=head_config, params=params, spec=self.spec,
-                      normalizer=self.normalizer,
+                      normalizer=normalizer,
                       metadata={"algo": self.config["algo"], "method": self.config["method"], "step": step,
                                 "seed": self.run.seed + s, "eval_return": eval_mean, "run_dir": str(self.run_dir)})
 
