@@ -168,3 +168,17 @@ def test_resume_from_corrupt_checkpoints_is_a_clear_error(sac_run, tmp_path, cap
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and "checkpoint" in err and "--overwrite" in err
     assert {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in files} == digests
+
+
+def test_collect_recipe_records_reference_returns(sac_run, tmp_path, capsys):
+    out = tmp_path / "expert"
+    assert main(["collect", "--env", "Pendulum-v1", "--recipe", "expert", "--policy", str(sac_run / "final" / "seed0"),
+                 "--steps", "400", "--reference-episodes", "2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["data", "info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["steps"] >= 400
+    from understudy.data import load_dataset
+
+    meta = load_dataset(out).metadata
+    assert meta["ref_min_score"] is not None and meta["ref_max_score"] is not None

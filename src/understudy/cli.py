@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import tyro
 
@@ -23,7 +23,7 @@ ALGOS = {
 COMMANDS = {
     "quickstart": "Train a SAC expert on Pendulum-v1, collect a dataset, train BC on it, evaluate and report.",
     "train": "Train an algorithm: understudy train ALGO (--env ID | --dataset PATH) [options]. ALGO: " + ", ".join(ALGOS),
-    "collect": "Roll out a policy export (or random actions) and save the episodes as a Minari dataset.",
+    "collect": "Roll out a policy export (or random actions), or a D4RL-style --recipe, into a Minari dataset.",
     "eval": "Evaluate a policy export over N episodes; optional video and JSON.",
     "data": "Dataset tools: understudy data info PATH",
     "report": "Markdown table (mean ± std, IQM with 95% CI, normalized score) from run directories.",
@@ -65,7 +65,15 @@ class CollectArgs:
     out: str
     """Output dataset directory (Minari format). Never overwritten without --overwrite."""
     policy: str = "random"
-    """A policy export directory, or `random` for uniform random actions."""
+    """A policy export directory, or `random` for uniform random actions. With --recipe: the expert policy export, a training run directory (final/ = expert, snapshots/ = medium candidates), or an expert directory."""
+    recipe: Optional[Literal["random", "medium", "medium-replay", "expert", "medium-expert"]] = None
+    """D4RL-style recipe; records reference returns (random, expert) in the dataset's metadata."""
+    medium_policy: Optional[str] = None
+    """With --recipe medium/medium-expert/medium-replay: the medium policy export (default: the snapshot closest to one third of the expert's normalized return)."""
+    action_noise: float = 0.0
+    """Std of Gaussian noise added to the collecting policy's actions (normalized units, clipped to bounds)."""
+    reference_episodes: int = 100
+    """With --recipe: episodes used to measure the random and expert reference returns."""
     episodes: Optional[int] = None
     """Number of episodes to collect (default 10 when --steps is not given)."""
     steps: Optional[int] = None
@@ -214,12 +222,22 @@ def _check_env_matches(policy, env_id: str, options: dict) -> None:
 
 
 def cmd_collect(argv: list[str]) -> None:
-    from understudy.data import save_dataset
     from understudy.data.collect import collect
 
     args = tyro.cli(CollectArgs, args=argv, prog="understudy collect")
     if os.path.exists(args.out) and not args.overwrite:
         raise UnderstudyError(f"{args.out} already exists; pass --overwrite to replace it or choose another --out.")
+    if args.recipe is not None:
+        from understudy.data.recipes import collect_recipe
+
+        if args.episodes is not None:
+            raise UnderstudyError("--recipe collects by steps (D4RL style): use --steps N instead of --episodes.")
+        ds = collect_recipe(args.env, args.recipe, steps=args.steps,
+                            policy=None if args.policy == "random" else args.policy,
+                            medium_policy=args.medium_policy, action_noise=args.action_noise,
+                            stochastic=args.stochastic, seed=args.seed, reference_episodes=args.reference_episodes)
+        _save_collected(ds, args)
+        return
     episodes = args.episodes if args.episodes is not None or args.steps is not None else 10
     if args.policy == "random":
         policy, name = "random", "random"
@@ -228,7 +246,14 @@ def cmd_collect(argv: list[str]) -> None:
 
         loaded = load_policy(args.policy, seed=args.seed)
         policy, name = (lambda o: loaded(o, deterministic=not args.stochastic)), os.path.abspath(args.policy)
-    ds = collect(args.env, policy, episodes=episodes, steps=args.steps, seed=args.seed, policy_name=name)
+    ds = collect(args.env, policy, episodes=episodes, steps=args.steps, seed=args.seed, policy_name=name,
+                 action_noise=args.action_noise)
+    _save_collected(ds, args)
+
+
+def _save_collected(ds, args: CollectArgs) -> None:
+    from understudy.data import save_dataset
+
     save_dataset(ds, args.out, overwrite=args.overwrite)
     returns = ds.episode_returns()
     print(f"wrote {ds.num_episodes} episodes ({ds.num_steps} steps, return {returns.mean():.1f} ± {returns.std():.1f}) "

@@ -25,7 +25,7 @@ from understudy.envs import env_spec, make
 from understudy.eval.rollouts import evaluate_seeds
 from understudy.policy import to_env_action
 from understudy.train.common import RunArgs, RunRecorder, default_out, eval_steps, mean_metrics, prepare_run_dir, \
-    run_config
+    run_config, seed_slice
 from understudy.types import UnderstudyError
 
 
@@ -36,6 +36,9 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
     K = run.seeds
     if K < 1:
         raise UnderstudyError(f"--seeds must be at least 1 (got {K}).")
+    if run.snapshot_replay and not run.snapshot_every:
+        raise UnderstudyError("--snapshot-replay saves the replay buffer at each policy snapshot: add "
+                              "--snapshot-every N.")
     envs = [make(run.env, seed=run.seed + s) for s in range(K)]
     spec = env_spec(envs[0])  # the algorithm's init rejects action spaces it cannot handle
     method = method or algo_name
@@ -162,6 +165,12 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
         interval_metrics, finished_returns = [], []
         last_row = recorder.record_eval(step, state, results, train_metrics)
         recorder.maybe_snapshot(step, state, results)
+        if run.snapshot_replay and (run_dir / "snapshots" / f"step_{step}").is_dir():  # a snapshot step
+            from understudy.data.recipes import save_replay_snapshot
+
+            for s in range(K):
+                save_replay_snapshot(recorder.export_dir(f"snapshots/step_{step}", s), seed_slice(buffer, s),
+                                     step=step, spec=spec)
         if step % checkpoint_every == 0 or step == run.steps:
             recorder.checkpoint(step, {"state": state, "buffer": buffer, "keys": keys})
         if step == run.steps:
