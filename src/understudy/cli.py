@@ -14,11 +14,7 @@ import tyro
 
 from understudy.types import UnderstudyError
 
-# algorithm name -> (training loop, module path, one-line description)
-ALGOS = {
-    "sac": ("off_policy", "understudy.algos.sac", "Soft Actor-Critic: tanh-Gaussian actor, twin critics, automatic temperature (online)"),
-    "bc": ("offline", "understudy.algos.bc", "Behaviour cloning from a dataset with an action head (--head mse|gaussian|...)"),
-}
+from understudy.algos import ALGORITHMS as ALGOS  # name -> (module path, training loop, description)
 
 COMMANDS = {
     "quickstart": "Train a SAC expert on Pendulum-v1, collect a dataset, train BC on it, evaluate and report.",
@@ -135,7 +131,7 @@ def cmd_train(argv: list[str]) -> None:
     name = argv[0]
     if name not in ALGOS:
         raise UnderstudyError(f"Unknown algorithm '{name}'{_close(name, ALGOS)}. Available: {', '.join(ALGOS)}.")
-    loop_name, module_path, desc = ALGOS[name]
+    module_path, loop_name, desc = ALGOS[name]
     algo = importlib.import_module(module_path)
 
     # built at run time: annotations must be real types (not strings) for tyro to resolve them here
@@ -170,7 +166,7 @@ def train(algo_name: str, cfg, run):
     """Runs `understudy train` from Python (also `understudy.fit`): `fit("sac", sac.Config(), RunArgs(env="Pendulum-v1"))`."""
     import importlib
 
-    loop_name, module_path, _ = ALGOS[algo_name]
+    module_path, loop_name, _ = ALGOS[algo_name]
     algo = importlib.import_module(module_path)
     loop = importlib.import_module(f"understudy.train.{loop_name}")
     method = f"{algo_name}-{cfg.head}" if hasattr(cfg, "head") else algo_name

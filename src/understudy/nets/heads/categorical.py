@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from understudy.algos import losses
+from understudy.nets.heads.activations import activation_fn
 from understudy.nets.mlp import MLP
 
 
@@ -19,9 +20,10 @@ class CategoricalHead(nn.Module):
 
     action_dim: int
     hidden_dims: tuple[int, ...] = (256, 256)
+    activation: str = "relu"  # torso activation by name (see activations.py); PPO uses "tanh"
 
     def setup(self):
-        self.torso = MLP(self.hidden_dims)
+        self.torso = MLP(self.hidden_dims, activation=activation_fn(self.activation))
         self.logits_layer = nn.Dense(self.action_dim)
 
     def __call__(self, obs: jax.Array) -> jax.Array:

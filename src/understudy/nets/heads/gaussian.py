@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from understudy.algos import losses
+from understudy.nets.heads.activations import activation_fn
 from understudy.nets.mlp import MLP
 
 
@@ -29,9 +30,10 @@ class GaussianHead(nn.Module):
     log_std_min: float = -5.0
     log_std_max: float = 2.0
     state_dependent_std: bool = True  # False: one learned log-std vector shared by every state
+    activation: str = "relu"  # torso activation by name (see activations.py); PPO uses "tanh"
 
     def setup(self):
-        self.torso = MLP(self.hidden_dims)
+        self.torso = MLP(self.hidden_dims, activation=activation_fn(self.activation))
         self.mean_layer = nn.Dense(self.action_dim)
         if self.state_dependent_std:
             self.log_std_layer = nn.Dense(self.action_dim)
