@@ -169,7 +169,10 @@ def train(algo_name: str, cfg, run):
     module_path, loop_name, _ = ALGOS[algo_name]
     algo = importlib.import_module(module_path)
     loop = importlib.import_module(f"understudy.train.{loop_name}")
-    method = f"{algo_name}-{cfg.head}" if hasattr(cfg, "head") else algo_name
+    if hasattr(algo, "method_name"):
+        method = algo.method_name(cfg)
+    else:
+        method = f"{algo_name}-{cfg.head}" if hasattr(cfg, "head") else algo_name
     summary = loop.train(algo_name, algo, cfg, run, method=method)
     means = [s["mean"] for s in summary["final"]["seeds"]]
     print(f"{method} on {summary['env_id']}: final return per seed {[round(m, 1) for m in means]}"

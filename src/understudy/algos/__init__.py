@@ -16,6 +16,16 @@ from understudy.types import UnderstudyError
 ALGORITHMS: dict[str, tuple[str, str, str]] = {
     "sac": ("understudy.algos.sac", "off_policy",
             "Soft Actor-Critic: tanh-Gaussian actor, twin critics, automatic temperature (online)"),
+    "td3": ("understudy.algos.td3", "off_policy",
+            "Twin delayed DDPG: deterministic tanh actor, twin critics, delayed actor updates, target smoothing "
+            "(online)"),
+    "dqn": ("understudy.algos.dqn", "off_policy",
+            "Double DQN with a target network and epsilon-greedy exploration (online, discrete actions)"),
+    "reinforce": ("understudy.algos.reinforce", "episodic",
+                  "REINFORCE on whole episodes; --baseline adds a learned value baseline (note 001 options: "
+                  "--length-bonus, --anneal-gradient-weight, --replay-trajectories)"),
+    "actor-critic": ("understudy.algos.actor_critic", "episodic",
+                     "Actor-critic with TD(lambda) advantages (--gae-lambda 0 is one-step TD); note 001's options"),
     "ppo": ("understudy.algos.ppo", "on_policy",
             "Proximal policy optimization: GAE, clipped objective, observation/reward normalization saved with the "
             "policy (online; continuous and discrete)"),

@@ -129,3 +129,70 @@ def temperature_loss(log_alpha: jax.Array, log_prob: jax.Array, target_entropy: 
     _check(jnp.ndim(log_alpha) == 0, f"log_alpha must be a scalar, got shape {jnp.shape(log_alpha)}.")
     _check(jnp.ndim(log_prob) == 1, f"log_prob must be [B], got shape {jnp.shape(log_prob)}.")
     return -jnp.mean(jnp.exp(log_alpha) * (jax.lax.stop_gradient(log_prob) + target_entropy))
+
+
+# --------------------------------------------------------------------------------------------------
+# TD3 and DQN
+# --------------------------------------------------------------------------------------------------
+def td_target(rewards: jax.Array, terminations: jax.Array, next_value: jax.Array, gamma: float) -> jax.Array:
+    """One-step Bellman target r + gamma (1 - done) V(s'): all [B] -> [B].
+
+    `terminations` is 1.0 only for true episode ends; truncated transitions keep bootstrapping.
+    """
+    _same_shape("rewards", rewards, "terminations", terminations)
+    _same_shape("rewards", rewards, "next_value", next_value)
+    _check(jnp.ndim(rewards) == 1, f"rewards must be [B], got shape {jnp.shape(rewards)}.")
+    return rewards + gamma * (1.0 - terminations) * next_value
+
+
+def deterministic_actor_loss(q: jax.Array) -> jax.Array:
+    """-mean Q(s, pi(s)) (TD3/DDPG actor): [B] -> scalar."""
+    _check(jnp.ndim(q) == 1, f"q must be [B], got shape {jnp.shape(q)}.")
+    return -jnp.mean(q)
+
+
+def q_of_actions(q_values: jax.Array, actions: jax.Array) -> jax.Array:
+    """Picks Q(s, a) for integer actions from a table of action values: [B, N] x [B] -> [B]."""
+    _check(jnp.ndim(q_values) == 2 and jnp.shape(actions) == jnp.shape(q_values)[:1],
+           f"q_values must be [B, N] and actions [B]; got shapes {jnp.shape(q_values)} and {jnp.shape(actions)}.")
+    return jnp.take_along_axis(q_values, jnp.asarray(actions, jnp.int32)[:, None], axis=1)[:, 0]
+
+
+def next_state_value(target_q_next: jax.Array, online_q_next: jax.Array | None = None) -> jax.Array:
+    """V(s') for a DQN target: [B, N] -> [B].
+
+    Double DQN (van Hasselt et al. 2016) when `online_q_next` is given: the online network picks the action
+    and the target network evaluates it, which removes the max operator's upward bias. Otherwise the
+    target network's own maximum (Mnih et al. 2015).
+    """
+    _check(jnp.ndim(target_q_next) == 2, f"target_q_next must be [B, N], got shape {jnp.shape(target_q_next)}.")
+    if online_q_next is None:
+        return jnp.max(target_q_next, axis=1)
+    _same_shape("online_q_next", online_q_next, "target_q_next", target_q_next)
+    return q_of_actions(target_q_next, jnp.argmax(online_q_next, axis=1))
+
+
+def huber(x: jax.Array, delta: float = 1.0) -> jax.Array:
+    """Elementwise Huber loss: x^2 / 2 for |x| <= delta, else delta (|x| - delta / 2) (torch's smooth_l1 at delta 1)."""
+    abs_x = jnp.abs(x)
+    return jnp.where(abs_x <= delta, 0.5 * jnp.square(x), delta * (abs_x - 0.5 * delta))
+
+
+def q_regression_loss(q: jax.Array, target: jax.Array, kind: str = "mse") -> jax.Array:
+    """Mean TD regression loss of Q(s, a) [B] on a target [B] ("mse" or "huber"); the target gets no gradient."""
+    _same_shape("q", q, "target", target)
+    _check(jnp.ndim(q) == 1, f"q must be [B], got shape {jnp.shape(q)}.")
+    error = q - jax.lax.stop_gradient(target)
+    if kind == "mse":
+        return jnp.mean(jnp.square(error))
+    if kind == "huber":
+        return jnp.mean(huber(error))
+    raise ValueError(f"Unknown Q regression loss {kind!r}; use 'mse' or 'huber'.")
+
+
+def linear_schedule(start: float, end: float, duration: float, t: jax.Array) -> jax.Array:
+    """start + (end - start) min(t / duration, 1): a linear ramp that then holds `end` (epsilon-greedy schedules)."""
+    t = jnp.asarray(t, jnp.float32)
+    if duration <= 0:  # no ramp: the final value from the start
+        return jnp.full_like(t, end)
+    return start + (end - start) * jnp.clip(t / float(duration), 0.0, 1.0)

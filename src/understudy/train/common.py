@@ -202,6 +202,20 @@ class RunRecorder:
         self.checkpointer.close()
 
 
+def vmapped_update(algo, cfg):
+    """`algo.update` vmapped over seeds, with the update counter `state.step` kept unbatched.
+
+    Every seed of a run has done the same number of updates, so the counter is shared; keeping it out of the
+    vmap lets step-dependent branches (e.g. TD3's delayed actor update via lax.cond) stay real branches
+    instead of turning into selects that compute both sides.
+    """
+    def update(state, batch):
+        return jax.vmap(lambda st, b, step: algo.update(cfg, st.replace(step=step), b),
+                        in_axes=(0, 0, None))(state, batch, state.step[0])
+
+    return update
+
+
 def eval_steps(total: int, every: int, start: int = 0) -> list[int]:
     """The steps at which a run of `total` steps evaluates: multiples of `every`, and the last step."""
     marks = list(range(every, total, every)) + [total]

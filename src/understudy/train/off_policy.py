@@ -25,7 +25,7 @@ from understudy.envs import env_spec, make
 from understudy.eval.rollouts import evaluate_seeds
 from understudy.policy import to_env_action
 from understudy.train.common import RunArgs, RunRecorder, default_out, eval_steps, mean_metrics, prepare_run_dir, \
-    run_config, seed_slice
+    run_config, vmapped_update, seed_slice
 from understudy.types import UnderstudyError
 
 
@@ -87,6 +87,8 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
             action = jax.vmap(lambda st, o, k: algo.act(cfg, st, o[None], k, False)[0])(state, obs, sub)
         return action, keys
 
+    update = vmapped_update(algo, cfg)
+
     @functools.partial(jax.jit, static_argnames="num_updates", donate_argnames=("state", "buffer"))
     def add_and_update(state, buffer, keys, transitions, num_updates):
         buffer = jax.vmap(replay_add)(buffer, *transitions)
@@ -97,7 +99,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
             state, keys = carry
             keys, sub = jax.vmap(jax.random.split, out_axes=1)(keys)
             batch = jax.vmap(lambda b, k: replay_sample(b, k, cfg.batch_size))(buffer, sub)
-            state, metrics = jax.vmap(lambda st, b: algo.update(cfg, st, b))(state, batch)
+            state, metrics = update(state, batch)
             return (state, keys), metrics
 
         (state, keys), metrics = jax.lax.scan(one_update, (state, keys), None, length=num_updates)

@@ -19,7 +19,7 @@ from understudy.data.samplers import sample_transitions, to_device
 from understudy.eval.rollouts import evaluate_seeds
 from understudy.policy import from_env_action, to_env_action
 from understudy.train.common import RunArgs, RunRecorder, default_out, eval_steps, mean_metrics, prepare_run_dir, \
-    run_config
+    run_config, vmapped_update
 from understudy.types import EnvSpec, UnderstudyError
 
 
@@ -90,13 +90,15 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, updates_p
                            normalizer=normalizer, reference=reference, resume_step=start if run.resume else None,
                            resume_meta=resume_meta)
 
+    update = vmapped_update(algo, cfg)
+
     @functools.partial(jax.jit, static_argnames="num_updates", donate_argnames="state")
     def update_many(state, keys, num_updates):
         def one_update(carry, _):
             state, keys = carry
             keys, sub = jax.vmap(jax.random.split, out_axes=1)(keys)
             batch = jax.vmap(lambda k: sample_transitions(data, k, cfg.batch_size))(sub)
-            state, metrics = jax.vmap(lambda st, b: algo.update(cfg, st, b))(state, batch)
+            state, metrics = update(state, batch)
             return (state, keys), metrics
 
         (state, keys), metrics = jax.lax.scan(one_update, (state, keys), None, length=num_updates)
