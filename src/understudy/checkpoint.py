@@ -145,6 +145,7 @@ def export_policy(directory: str | os.PathLike, *, head_config: dict, params: An
     try:
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / "policy.safetensors"))
         (tmp / "policy.json").write_text(json.dumps(description, indent=2, default=_json_default))
+        _default_permissions(tmp)
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -156,6 +157,15 @@ def export_policy(directory: str | os.PathLike, *, head_config: dict, params: An
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return directory
+
+
+def _default_permissions(directory: Path) -> None:
+    """mkdtemp makes a private directory; an export should get the usual permissions (umask) instead."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)
+    for f in directory.iterdir():
+        os.chmod(f, 0o666 & ~umask)
 
 
 def read_policy_files(directory: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
