@@ -26,6 +26,9 @@ ALGORITHMS: dict[str, tuple[str, str, str]] = {
                   "--length-bonus, --anneal-gradient-weight, --replay-trajectories)"),
     "actor-critic": ("understudy.algos.actor_critic", "episodic",
                      "Actor-critic with TD(lambda) advantages (--gae-lambda 0 is one-step TD); note 001's options"),
+    "seeded-sac": ("understudy.algos.seeded_sac", "seeded",
+                   "Imitation-seeded SAC (note 001): fit an imitator to the expert (--expert POLICY_DIR|DATASET), "
+                   "calibrate actor/critics to it, then re-seed with decaying probability or explore with SAC"),
     "ppo": ("understudy.algos.ppo", "on_policy",
             "Proximal policy optimization: GAE, clipped objective, observation/reward normalization saved with the "
             "policy (online; continuous and discrete)"),
