@@ -201,7 +201,7 @@ def test_sac_critic_learns_terminal_rewards():
         state, metrics = run(state, jax.random.split(jax.random.key(3 + i), 50))
         assert np.all(np.isfinite(np.stack(list(metrics.values()))))
     assert float(jnp.exp(state.log_alpha)) == pytest.approx(0.3) and np.allclose(metrics["alpha"], 0.3)
-    q = sac._critic(cfg).apply(state.critic_params, obs, actions)
+    q = sac.critic_network(cfg).apply(state.critic_params, obs, actions)
     assert float(jnp.mean((q - obs[None, :, 0]) ** 2)) < 0.05  # started near Var(s_0) = 1
 
 

@@ -66,7 +66,7 @@ def test_calibration_losses_are_actor_mse_to_imitator_and_critic_regression_to_r
     @jax.jit
     def check(state, batch):
         mode = sac.act(cfg, state, batch.observations, jax.random.PRNGKey(0), True)
-        q_of = lambda actions: sac._critic(cfg).apply(state.critic_params, batch.observations, actions)  # [2, B]
+        q_of = lambda actions: sac.critic_network(cfg).apply(state.critic_params, batch.observations, actions)  # [2, B]
         losses = lambda b: seeded_sac.calibration_losses(cfg, state, state.actor_params, state.critic_params, b)
         # imitator actions offset from the actor's mode by 0.3; rewards-to-go offset from critic 0 by 2
         offset = batch.replace(actions=mode + 0.3, rewards=q_of(mode + 0.3)[0] + 2.0)

@@ -80,20 +80,20 @@ class State(struct.PyTreeNode):
     action_dim: int = struct.field(pytree_node=False, default=1)
 
 
-# -- networks and optimizers, rebuilt from the config (cheap Python, traced once) ---------------------
+# -- networks and optimizers, rebuilt from the config (cheap Python, traced once); public for seeded SAC ----
 def _actor_kwargs(cfg: Config) -> dict:
     return {"log_std_min": cfg.log_std_min, "log_std_max": cfg.log_std_max}
 
 
-def _actor(cfg: Config, action_dim: int):
+def actor_network(cfg: Config, action_dim: int):
     return make_head(ACTOR_HEAD, action_dim=action_dim, hidden_dims=cfg.hidden_dims, **_actor_kwargs(cfg))
 
 
-def _critic(cfg: Config) -> EnsembleQ:
+def critic_network(cfg: Config) -> EnsembleQ:
     return EnsembleQ(hidden_dims=cfg.hidden_dims, num_qs=cfg.num_critics)
 
 
-def _optimizers(cfg: Config):
+def optimizers(cfg: Config):
     return optax.adam(cfg.actor_lr), optax.adam(cfg.critic_lr), optax.adam(cfg.alpha_lr)
 
 
@@ -117,10 +117,10 @@ def _init_state(cfg: Config, obs_dim: int, action_dim: int, key: jax.Array) -> S
     obs = jnp.zeros((1, obs_dim), jnp.float32)
     action = jnp.zeros((1, action_dim), jnp.float32)
     key, actor_key, critic_key = jax.random.split(key, 3)
-    actor_params = _actor(cfg, action_dim).init(actor_key, obs)
-    critic_params = _critic(cfg).init(critic_key, obs, action)
+    actor_params = actor_network(cfg, action_dim).init(actor_key, obs)
+    critic_params = critic_network(cfg).init(critic_key, obs, action)
     log_alpha = jnp.asarray(jnp.log(cfg.init_alpha if cfg.autotune else cfg.alpha), jnp.float32)
-    actor_opt, critic_opt, alpha_opt = _optimizers(cfg)
+    actor_opt, critic_opt, alpha_opt = optimizers(cfg)
     return State(actor_params=actor_params, critic_params=critic_params, target_critic_params=critic_params,
                  log_alpha=log_alpha, actor_opt_state=actor_opt.init(actor_params),
                  critic_opt_state=critic_opt.init(critic_params), alpha_opt_state=alpha_opt.init(log_alpha),
@@ -128,8 +128,8 @@ def _init_state(cfg: Config, obs_dim: int, action_dim: int, key: jax.Array) -> S
 
 
 def update(cfg: Config, state: State, batch: Batch) -> tuple[State, dict[str, jax.Array]]:
-    actor, critic = _actor(cfg, state.action_dim), _critic(cfg)
-    actor_opt, critic_opt, alpha_opt = _optimizers(cfg)
+    actor, critic = actor_network(cfg, state.action_dim), critic_network(cfg)
+    actor_opt, critic_opt, alpha_opt = optimizers(cfg)
     rng, next_key, pi_key = jax.random.split(state.rng, 3)
     alpha = jnp.exp(state.log_alpha)
 
@@ -178,7 +178,7 @@ def update(cfg: Config, state: State, batch: Batch) -> tuple[State, dict[str, ja
 
 def act(cfg: Config, state: State, obs: jax.Array, key: jax.Array, deterministic: bool) -> jax.Array:
     """Normalized actions [B, A] for observations [B, obs_dim]. `deterministic` is a Python bool (tanh(mean))."""
-    actor = _actor(cfg, state.action_dim)
+    actor = actor_network(cfg, state.action_dim)
     if deterministic:
         return actor.apply(state.actor_params, obs, method="mode")
     return actor.apply(state.actor_params, obs, key, method="sample")

@@ -131,9 +131,9 @@ def calibration_losses(cfg: Config, sac_state: sac.State, actor_params: Any, cri
     """
     B = batch.rewards.shape[0]
     assert batch.actions.shape == (B, sac_state.action_dim), batch.actions.shape
-    mode = sac._actor(cfg, sac_state.action_dim).apply(actor_params, batch.observations, method="mode")
+    mode = sac.actor_network(cfg, sac_state.action_dim).apply(actor_params, batch.observations, method="mode")
     actor_loss = jnp.mean(jnp.sum((mode - batch.actions) ** 2, axis=-1))
-    q = sac._critic(cfg).apply(critic_params, batch.observations, batch.actions)  # [num_critics, B]
+    q = sac.critic_network(cfg).apply(critic_params, batch.observations, batch.actions)  # [num_critics, B]
     assert q.shape == (cfg.num_critics, B), q.shape
     mask = jnp.ones((B,)) if batch.mask is None else batch.mask
     assert mask.shape == (B,), mask.shape
@@ -161,7 +161,7 @@ def calibration_update(cfg: Config, state: State, batch: Batch) -> tuple[State, 
     The target critics are set to the calibrated critics, so SAC's first targets agree with them.
     """
     s = state.sac
-    actor_opt, critic_opt, _ = sac._optimizers(cfg)
+    actor_opt, critic_opt, _ = sac.optimizers(cfg)
     def total_loss(actor_params, critic_params):
         actor_loss, critic_loss = calibration_losses(cfg, s, actor_params, critic_params, batch)
         return actor_loss + critic_loss, (actor_loss, critic_loss)  # disjoint parameters: one backward pass
