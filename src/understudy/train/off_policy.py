@@ -29,6 +29,31 @@ from understudy.train.common import RunArgs, RunRecorder, default_out, eval_step
 from understudy.types import UnderstudyError
 
 
+TRANSITION_KEYS = ("obs", "action", "reward", "term", "next_obs")
+
+
+def step_envs(envs: list, obs: np.ndarray, action: np.ndarray, spec, cols: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steps seed s's env with action[s] (normalized), appends each transition to `cols` and resets envs whose
+    episode ended. Returns (next observations [K, ...], rewards [K], episode-ended flags [K])."""
+    env_action = to_env_action(action, spec)
+    next_obs, rewards, ended = np.empty_like(obs), np.zeros(len(envs)), np.zeros(len(envs), bool)
+    for s, e in enumerate(envs):
+        o2, r, term, trunc, _ = e.step(env_action[s])
+        for k, v in zip(TRANSITION_KEYS, (obs[s], action[s], r, float(term), o2)):
+            cols[k].append(v)
+        rewards[s], ended[s] = r, term or trunc
+        if ended[s]:
+            o2, _ = e.reset()
+        next_obs[s] = o2
+    return next_obs, rewards, ended
+
+
+def stack_transitions(cols: dict, n: int, K: int, action_dtype=np.float32) -> tuple:
+    """Columns appended step-major, seed-minor by `step_envs` -> device arrays [K, n, ...]."""
+    return tuple(jnp.asarray(np.asarray(cols[k], action_dtype if k == "action" else np.float32)
+                             .reshape(n, K, *np.shape(cols[k][0])).swapaxes(0, 1)) for k in TRANSITION_KEYS)
+
+
 def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: int = 50,
           method: str | None = None) -> dict:
     if run.env is None:
@@ -128,29 +153,15 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
     for mark in eval_steps(run.steps, run.eval_every, start):
         while step < mark:
             n = min(chunk, mark - step)
-            cols = {k: [] for k in ("obs", "action", "reward", "term", "next_obs")}
+            cols = {k: [] for k in TRANSITION_KEYS}
             for _ in range(n):
                 action, keys = act_all(state, jnp.asarray(obs), keys, explore_randomly=step < cfg.learning_starts)
-                action = np.asarray(action)
-                env_action = to_env_action(action, spec)
-                next_obs = np.empty_like(obs)
-                for s, e in enumerate(envs):
-                    o2, r, term, trunc, _ = e.step(env_action[s])
-                    cols["obs"].append(obs[s]), cols["action"].append(action[s]), cols["reward"].append(r)
-                    cols["term"].append(float(term)), cols["next_obs"].append(o2)
-                    ep_return[s] += r
-                    if term or trunc:
-                        finished_returns.append(ep_return[s])
-                        ep_return[s] = 0.0
-                        o2, _ = e.reset()
-                    next_obs[s] = o2
-                obs = next_obs
+                obs, rewards, ended = step_envs(envs, obs, np.asarray(action), spec, cols)
+                ep_return += rewards
+                finished_returns.extend(ep_return[ended])
+                ep_return[ended] = 0.0
                 step += 1
-            # columns were appended step-major, seed-minor: reshape to [K, n, ...]
-            transitions = tuple(
-                jnp.asarray(np.asarray(cols[k], action_dtype if k == "action" else np.float32)
-                            .reshape(n, K, *np.shape(cols[k][0])).swapaxes(0, 1))
-                for k in ("obs", "action", "reward", "term", "next_obs"))
+            transitions = stack_transitions(cols, n, K, action_dtype)
             updates = updates_due(step) - updates_due(step - n)
             state, buffer, keys, metrics = add_and_update(state, buffer, keys, transitions, num_updates=updates)
             if metrics:

@@ -26,6 +26,7 @@ from understudy.data.replay import ReplayBuffer, replay_add, replay_init, replay
 from understudy.envs import env_spec, make
 from understudy.eval.rollouts import evaluate_seeds
 from understudy.policy import to_env_action
+from understudy.train.off_policy import TRANSITION_KEYS, stack_transitions, step_envs
 from understudy.train.common import RunArgs, RunRecorder, default_out, mean_metrics, prepare_run_dir, run_config
 from understudy.types import Batch, EnvSpec, UnderstudyError
 
@@ -82,11 +83,6 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
                               run.env, num_seeds=K, episodes=run.eval_episodes, seed=run.seed + 10_000,
                               env_options={"obs_noise": run.obs_noise} if run.obs_noise else None)
 
-    def stacked(cols, n):
-        """Step-major, seed-minor columns -> device arrays [K, n, ...]."""
-        return tuple(jnp.asarray(np.asarray(cols[k], np.float32).reshape(n, K, *np.shape(cols[k][0])).swapaxes(0, 1))
-                     for k in ("obs", "action", "reward", "term", "next_obs"))
-
     def play_imitator(state, buffer, keys):
         """Each seed's imitator plays from fresh resets until every seed has `calibration_trajectories` episodes.
 
@@ -94,30 +90,21 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
         to their replay buffers). Returns the buffers, a per-seed buffer of (obs, imitator action,
         rewards-to-go) holding only the complete episodes, the steps taken and the imitator's mean return.
         """
-        cols = {k: [] for k in ("obs", "action", "reward", "term", "next_obs")}
+        cols = {k: [] for k in TRANSITION_KEYS}
         ends, episode_returns = [], [[] for _ in range(K)]
         complete_steps, ep_ret = np.zeros(K, int), np.zeros(K)
         obs = reset_all(step + 1)
         while min(len(r) for r in episode_returns) < cfg.calibration_trajectories:
             action = np.asarray(imitator_act_all(state, jnp.asarray(obs)))
-            env_action = to_env_action(action, spec)
-            next_obs, end = np.empty_like(obs), np.zeros(K, bool)
-            for s, e in enumerate(envs):
-                o2, r, term, trunc, _ = e.step(env_action[s])
-                cols["obs"].append(obs[s]), cols["action"].append(action[s]), cols["reward"].append(r)
-                cols["term"].append(float(term)), cols["next_obs"].append(o2)
-                ep_ret[s] += r
-                if term or trunc:
-                    end[s] = True
-                    episode_returns[s].append(ep_ret[s])
-                    ep_ret[s] = 0.0
-                    complete_steps[s] = len(ends) + 1
-                    o2, _ = e.reset()
-                next_obs[s] = o2
-            obs = next_obs
+            obs, rewards, end = step_envs(envs, obs, action, spec, cols)
+            ep_ret += rewards
+            for s in np.flatnonzero(end):
+                episode_returns[s].append(ep_ret[s])
+                complete_steps[s] = len(ends) + 1
+            ep_ret[end] = 0.0
             ends.append(end)
         taken = len(ends)
-        transitions = stacked(cols, taken)
+        transitions = stack_transitions(cols, taken, K)
         state, buffer, keys, _ = add_and_update(state, buffer, keys, transitions, num_updates=0)
         rewards, ends = np.asarray(transitions[2]), np.stack(ends, axis=1)  # [K, taken]
         rtg = np.stack([algo.rewards_to_go(rewards[s], ends[s], cfg.gamma) for s in range(K)])
@@ -193,27 +180,17 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
             iteration_end = min(step + cfg.iteration_steps, run.steps)
         while step < iteration_end:  # one exploring iteration of SAC, in chunks
             n = min(chunk, iteration_end - step, next_eval - step)
-            cols = {k: [] for k in ("obs", "action", "reward", "term", "next_obs")}
+            cols = {k: [] for k in TRANSITION_KEYS}
             for _ in range(n):
                 action, keys = act_all(state, jnp.asarray(obs), keys)
-                action = np.asarray(action)
-                env_action = to_env_action(action, spec)
-                next_obs = np.empty_like(obs)
-                for s, e in enumerate(envs):
-                    o2, r, term, trunc, _ = e.step(env_action[s])
-                    cols["obs"].append(obs[s]), cols["action"].append(action[s]), cols["reward"].append(r)
-                    cols["term"].append(float(term)), cols["next_obs"].append(o2)
-                    ep_return[s] += r
-                    if term or trunc:
-                        finished_returns.append(ep_return[s])
-                        ep_return[s] = 0.0
-                        o2, _ = e.reset()
-                    next_obs[s] = o2
-                obs = next_obs
+                obs, rewards, ended = step_envs(envs, obs, np.asarray(action), spec, cols)
+                ep_return += rewards
+                finished_returns.extend(ep_return[ended])
+                ep_return[ended] = 0.0
                 step += 1
             explore_steps += n
             updates = updates_due(explore_steps) - updates_due(explore_steps - n)
-            state, buffer, keys, metrics = add_and_update(state, buffer, keys, stacked(cols, n), num_updates=updates)
+            state, buffer, keys, metrics = add_and_update(state, buffer, keys, stack_transitions(cols, n, K), num_updates=updates)
             if metrics:
                 interval_metrics.append(jax.device_get(metrics))
             if step >= iteration_end:
