@@ -131,20 +131,26 @@ def unflatten_params(flat: dict[str, np.ndarray], prefix: str = "params") -> dic
 def export_policy(directory: str | os.PathLike, *, head_config: dict, params: Any, spec: EnvSpec,
                   normalizer: dict | None = None, metadata: dict | None = None) -> Path:
     """Writes `policy.safetensors` + `policy.json` into `directory`, replacing an earlier export atomically."""
-    from safetensors.numpy import save_file
-
-    directory = Path(directory)
     tensors = flatten_params(jax.device_get(params))
     if normalizer is not None:
         tensors["normalizer/mean"] = np.asarray(normalizer["mean"], np.float32)
         tensors["normalizer/std"] = np.asarray(normalizer["std"], np.float32)
     description = {"format": POLICY_FORMAT, "version": POLICY_VERSION, "head": head_config, "spec": spec.to_dict(),
                    "normalizer": normalizer is not None, "metadata": metadata or {}}
+    return write_export(directory, tensors, description, "policy")
+
+
+def write_export(directory: str | os.PathLike, tensors: dict[str, np.ndarray], description: dict, stem: str) -> Path:
+    """Writes `<stem>.safetensors` + `<stem>.json` into `directory`, replacing an earlier export atomically
+    (readers see the old export or the new one, never a mix)."""
+    from safetensors.numpy import save_file
+
+    directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / "policy.safetensors"))
-        (tmp / "policy.json").write_text(json.dumps(description, indent=2, default=_json_default))
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / f"{stem}.safetensors"))
+        (tmp / f"{stem}.json").write_text(json.dumps(description, indent=2, default=_json_default))
         _default_permissions(tmp)
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
@@ -170,9 +176,6 @@ def _default_permissions(directory: Path) -> None:
 
 def read_policy_files(directory: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     """Reads and checks an export; returns (description JSON, flat tensors). Errors name the file and the fix."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
     directory = Path(directory)
     if not directory.exists():
         raise UnderstudyError(f"Policy directory {directory} does not exist. Pass a directory holding policy.json and "
@@ -182,27 +185,38 @@ def read_policy_files(directory: str | os.PathLike) -> tuple[dict, dict[str, np.
         hint = (f" It holds one export per seed ({', '.join(seeds)}): pass one of those, e.g. {directory / seeds[0]}."
                 if seeds else " Pass a run's best/ or final/ directory.")
         raise UnderstudyError(f"{directory} is not a policy export (no policy.json).{hint}")
-    json_path, weights_path = directory / "policy.json", directory / "policy.safetensors"
+    return read_export_files(directory, "policy", POLICY_FORMAT, required=("head", "spec"),
+                             redo="re-export the policy from its run (its best/ or final/ directory)")
+
+
+def read_export_files(directory: Path, stem: str, fmt: str, *, required: tuple[str, ...] = (),
+                      redo: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """Reads `<stem>.json` (whose 'format' must be `fmt`, with the `required` fields) and `<stem>.safetensors`.
+    Damage raises UnderstudyError naming the file and the fix (`redo`); nothing is ever written."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    json_path, weights_path = directory / f"{stem}.json", directory / f"{stem}.safetensors"
     try:
         description = json.loads(json_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UnderstudyError(f"{json_path} is not valid JSON ({e}); the export is damaged. Re-export the policy "
-                              "from its run (its best/ or final/ directory) or copy it again.") from None
-    if not isinstance(description, dict) or description.get("format") != POLICY_FORMAT:
-        raise UnderstudyError(f"{json_path} is not an understudy policy description (field 'format' should be "
-                              f"'{POLICY_FORMAT}'). Pass a directory written by understudy's training or export.")
-    for field in ("head", "spec"):
+        raise UnderstudyError(f"{json_path} is not valid JSON ({e}); the export is damaged. Copy it again or "
+                              f"{redo}.") from None
+    if not isinstance(description, dict) or description.get("format") != fmt:
+        raise UnderstudyError(f"{json_path} is not an understudy {stem.replace('_', ' ')} description (field 'format' "
+                              f"should be '{fmt}'). Pass a directory written by understudy.")
+    for field in required:
         if field not in description:
-            raise UnderstudyError(f"{json_path} lacks the field '{field}'; the export is damaged or incomplete. "
-                                  "Re-export the policy from its run.")
+            raise UnderstudyError(f"{json_path} lacks the field '{field}'; the export is damaged or incomplete: "
+                                  f"{redo}.")
     if not weights_path.exists():
-        raise UnderstudyError(f"{weights_path} is missing; copy the whole export directory (policy.json and "
-                              "policy.safetensors together).")
+        raise UnderstudyError(f"{weights_path} is missing; copy the whole directory ({stem}.json and "
+                              f"{stem}.safetensors together).")
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as e:
         raise UnderstudyError(f"{weights_path} is unreadable ({_first_line(e)}): the file is truncated or corrupt. "
-                              "Copy it again or re-export the policy from its run.") from None
+                              f"Copy it again or {redo}.") from None
     return description, tensors
 
 

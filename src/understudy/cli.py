@@ -24,6 +24,8 @@ COMMANDS = {
     "data": "Dataset tools: understudy data info PATH",
     "report": "Markdown table (mean ± std, IQM with 95% CI, normalized score) from run directories.",
     "plot": "Plot evaluation return over training for run directories, with a CI band over seeds.",
+    "language": "Language rewards: understudy language (corpus | train-reward | eval-reward) ...",
+    "study": "Run a whole study and write its report: understudy study NAME [options]. NAME: mountaincar-language",
 }
 
 
@@ -173,6 +175,8 @@ def train(algo_name: str, cfg, run):
         method = algo.method_name(cfg)
     else:
         method = f"{algo_name}-{cfg.head}" if hasattr(cfg, "head") else algo_name
+    if getattr(run, "reward_text", None):
+        method += f", sentence: {run.reward_text}"  # a language-reward run is a different method in reports
     summary = loop.train(algo_name, algo, cfg, run, method=method)
     means = [s["mean"] for s in summary["final"]["seeds"]]
     print(f"{method} on {summary['env_id']}: final return per seed {[round(m, 1) for m in means]}"
@@ -300,8 +304,20 @@ def cmd_quickstart(argv: list[str]) -> None:
     quickstart(tyro.cli(QuickstartArgs, args=argv, prog="understudy quickstart"))
 
 
+def cmd_language(argv: list[str]) -> None:
+    from understudy.language.commands import main as language_main
+
+    language_main(argv)
+
+
+def cmd_study(argv: list[str]) -> None:
+    from understudy.studies import main as study_main
+
+    study_main(argv)
+
+
 HANDLERS = {"quickstart": cmd_quickstart, "train": cmd_train, "collect": cmd_collect, "eval": cmd_eval,
-            "data": cmd_data, "report": cmd_report, "plot": cmd_plot}
+            "data": cmd_data, "report": cmd_report, "plot": cmd_plot, "language": cmd_language, "study": cmd_study}
 
 
 def _close(name: str, options) -> str:

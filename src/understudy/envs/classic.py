@@ -33,6 +33,21 @@ def option_names(env_id: str) -> dict[str, str]:
     return generic.registered_options(env_id)
 
 
+# Envs whose termination means the goal was reached: their episodes report info["success"].
+_TERMINATES_AT_GOAL = ("MountainCar-v0", "MountainCarContinuous-v0")
+
+
+class GoalSuccess(gym.Wrapper):
+    """Adds info["success"]: whether this step reached the goal (for envs that terminate only there)."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, {**info, "success": bool(terminated)}
+
+
 def build(env_id: str, *, seed: Optional[int], render_mode: Optional[str], options: dict) -> Built:
     del seed  # seeding happens at reset (see UnderstudyEnv)
-    return generic.build_registered(env_id, render_mode=render_mode, options=options)
+    built = generic.build_registered(env_id, render_mode=render_mode, options=options)
+    if env_id in _TERMINATES_AT_GOAL:
+        built.env = GoalSuccess(built.env)
+    return built

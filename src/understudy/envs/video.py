@@ -27,36 +27,18 @@ def _even(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
-class VideoRecorder(gym.Wrapper):
-    """Writes the frame rendered after every reset and step to one mp4 file; finished on close().
+class _FrameWriter:
+    """Frames of one fixed size to one mp4 file (H.264, yuv420p), ffmpeg started on the first frame."""
 
-    The env must be made with render_mode="rgb_array". All episodes go into the same file.
-    """
-
-    def __init__(self, env: gym.Env, path: str | Path, fps: Optional[float] = None):
-        super().__init__(env)
-        if env.render_mode != "rgb_array":
-            raise user_error(f"VideoRecorder needs an env made with render_mode='rgb_array', got "
-                             f"render_mode={env.render_mode!r}.")
-        self.path = Path(path)
+    def __init__(self, path: Path, fps: float):
+        self.path, self.fps = Path(path), fps
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fps = float(fps or env.metadata.get("render_fps") or DEFAULT_FPS)
-        self.frames_written = 0
+        self.frames = 0
         self._size: Optional[tuple[int, int]] = None
         self._writer = None
 
-    def _render(self) -> np.ndarray:
-        if self.frames_written:
-            return self.env.render()
-        try:  # the first frame creates the GL context: the place a missing EGL shows up
-            return self.env.render()
-        except Exception as e:  # noqa: BLE001  (GL errors come in many types)
-            raise user_error(f"Rendering failed ({type(e).__name__}: {e}). Headless MuJoCo rendering uses EGL "
-                             "(MUJOCO_GL=egl): install libegl1, libopengl0, libegl-mesa0 and libgl1-mesa-dri, or set "
-                             "MUJOCO_GL=osmesa with libosmesa6.") from e
-
-    def _capture(self) -> None:
-        frame = _even(np.asarray(self._render(), dtype=np.uint8))
+    def write(self, frame: np.ndarray) -> None:
+        frame = _even(np.asarray(frame, dtype=np.uint8))
         size = (frame.shape[1], frame.shape[0])
         if self._writer is None:
             import imageio_ffmpeg
@@ -70,7 +52,48 @@ class VideoRecorder(gym.Wrapper):
             raise user_error(f"Rendered frame size changed from {self._size} to {size} while writing "
                              f"{self.path}; render at a fixed width and height.")
         self._writer.send(np.ascontiguousarray(frame))
-        self.frames_written += 1
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _check_rgb(env: gym.Env, who: str) -> None:
+    if env.render_mode != "rgb_array":
+        raise user_error(f"{who} needs an env made with render_mode='rgb_array', got render_mode={env.render_mode!r}.")
+
+
+def _render(env: gym.Env, first: bool) -> np.ndarray:
+    if not first:
+        return env.render()
+    try:  # the first frame creates the GL context: the place a missing EGL shows up
+        return env.render()
+    except Exception as e:  # noqa: BLE001  (GL errors come in many types)
+        raise user_error(f"Rendering failed ({type(e).__name__}: {e}). Headless MuJoCo rendering uses EGL "
+                         "(MUJOCO_GL=egl): install libegl1, libopengl0, libegl-mesa0 and libgl1-mesa-dri, or set "
+                         "MUJOCO_GL=osmesa with libosmesa6.") from e
+
+
+class VideoRecorder(gym.Wrapper):
+    """Writes the frame rendered after every reset and step to one mp4 file; finished on close().
+
+    The env must be made with render_mode="rgb_array". All episodes go into the same file.
+    """
+
+    def __init__(self, env: gym.Env, path: str | Path, fps: Optional[float] = None):
+        super().__init__(env)
+        _check_rgb(env, "VideoRecorder")
+        self.path = Path(path)
+        self._out = _FrameWriter(self.path, float(fps or env.metadata.get("render_fps") or DEFAULT_FPS))
+
+    @property
+    def frames_written(self) -> int:
+        return self._out.frames
+
+    def _capture(self) -> None:
+        self._out.write(_render(self.env, first=self._out.frames == 0))
 
     def reset(self, **kwargs):
         out = self.env.reset(**kwargs)
@@ -83,9 +106,51 @@ class VideoRecorder(gym.Wrapper):
         return out
 
     def close(self):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._out.close()
+        super().close()
+
+
+class EpisodeVideos(gym.Wrapper):
+    """Records every `every`-th episode (the 1st, (every+1)-th, ...) to `directory/episode_<k>.mp4`, k counted
+    from 1 across the env's life. Frames are rendered only for recorded episodes."""
+
+    def __init__(self, env: gym.Env, directory: str | Path, every: int, fps: Optional[float] = None,
+                 first_episode: int = 1):
+        super().__init__(env)
+        _check_rgb(env, "EpisodeVideos")
+        if every < 1:
+            raise user_error(f"Videos every {every} episodes: give a positive number of episodes.")
+        self.directory, self.every = Path(directory), int(every)
+        self.fps = float(fps or env.metadata.get("render_fps") or DEFAULT_FPS)
+        self.episode = first_episode - 1
+        self._out: Optional[_FrameWriter] = None
+        self.written: list[Path] = []
+
+    def reset(self, **kwargs):
+        self._finish()
+        out = self.env.reset(**kwargs)
+        self.episode += 1
+        if (self.episode - 1) % self.every == 0:
+            self._out = _FrameWriter(self.directory / f"episode_{self.episode:06d}.mp4", self.fps)
+            self._out.write(_render(self.env, first=not self.written))
+        return out
+
+    def step(self, action):
+        out = self.env.step(action)
+        if self._out is not None:
+            self._out.write(self.env.render())
+            if out[2] or out[3]:
+                self._finish()
+        return out
+
+    def _finish(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self.written.append(self._out.path)
+            self._out = None
+
+    def close(self):
+        self._finish()
         super().close()
 
 

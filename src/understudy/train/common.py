@@ -7,7 +7,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 import jax
 import numpy as np
@@ -49,12 +49,82 @@ class RunArgs:
     """With --snapshot-every (off-policy algorithms): also save the replay buffer's transitions at each snapshot, as snapshots/step_N/replay.safetensors (for medium-replay datasets)."""
     obs_noise: float = 0.0
     """Std of Gaussian noise added to observations during evaluation rollouts (robustness checks)."""
+    reward_text: Optional[str] = None
+    """Train on a language reward instead of the environment's: the --reward-model's score of the trajectory so far against this sentence (the environment's reward is never seen; evaluation still reports the environment's return and success)."""
+    reward_model: Optional[str] = None
+    """Reward model directory (from `understudy language train-reward`), used with --reward-text."""
+    reward_scale: float = 1.0
+    """Multiplies the language reward (note 000's scale-up factor)."""
+    reward_min: Optional[float] = None
+    """Clip the language reward from below."""
+    reward_max: Optional[float] = None
+    """Clip the language reward from above."""
+    reward_mode: Literal["score", "difference"] = "score"
+    """'score' (note 000): reward = the score of the trajectory so far, at every step, so the episode's length matters as it does for the sentence (e.g. a low score until the top is reached pays to get there fast); 'difference': reward = the change of the score, so an episode's rewards sum to its whole trajectory's score."""
+    video_every: Optional[int] = None
+    """Record every N-th training episode (of the first seed's env) to <out>/videos/episode_<k>.mp4."""
     tensorboard: bool = True
     """Write TensorBoard events beside metrics.csv."""
     wandb_project: Optional[str] = None
     """Also log to this Weights & Biases project (needs `pip install 'understudy[wandb]'`)."""
     progress: bool = True
     """Show a progress bar on the console."""
+
+
+def language_reward_config(run: RunArgs):
+    """The language reward settings of a run, or None when it trains on the environment's reward."""
+    if run.reward_text is None and run.reward_model is None:
+        return None
+    if run.reward_text is None or run.reward_model is None:
+        raise UnderstudyError("A language reward needs both --reward-text SENTENCE and --reward-model PATH (a model "
+                              "from `understudy language train-reward`).")
+    from understudy.language.env_reward import LanguageRewardConfig
+
+    return LanguageRewardConfig(text=run.reward_text, model=run.reward_model, scale=run.reward_scale,
+                                reward_min=run.reward_min, reward_max=run.reward_max, mode=run.reward_mode)
+
+
+def make_train_env(run: RunArgs, seed: int, *, record: bool = False):
+    """The env a training loop steps: make(run.env), with the language reward in place of the env's reward when
+    --reward-text is given. `record` makes it renderable for --video-every (see attach_videos)."""
+    from understudy.envs import make
+
+    language = language_reward_config(run)  # checked before the env is built
+    env = make(run.env, seed=seed, render_mode="rgb_array" if record and run.video_every else None)
+    if language is not None:
+        from understudy.language.env_reward import LanguageReward
+
+        try:
+            env = LanguageReward(env, language)
+        except Exception:
+            env.close()
+            raise
+    return env
+
+
+def attach_videos(env, run: RunArgs, run_dir: Path, first_episode: int = 1):
+    """Wraps a training env made with record=True so every --video-every episodes go to run_dir/videos/."""
+    if not run.video_every:
+        return env
+    from understudy.envs.video import EpisodeVideos
+
+    return EpisodeVideos(env, run_dir / "videos", run.video_every, first_episode=first_episode)
+
+
+def make_train_vector(run: RunArgs, num_envs: int, *, seed: int):
+    """make_train_env copies in a SyncVectorEnv (sub-env i gets seed + i; sub-env 0 can record videos)."""
+    import gymnasium as gym
+
+    language_reward_config(run)  # a missing flag fails here, before any env is built
+    return gym.vector.SyncVectorEnv([lambda i=i: make_train_env(run, seed + i, record=i == 0)
+                                     for i in range(num_envs)])
+
+
+def next_video_episode(run_dir: Path) -> int:
+    """Episode number for the next training video: after the last one written (a resumed run never overwrites)."""
+    numbers = [int(p.stem.split("_")[-1]) for p in (run_dir / "videos").glob("episode_*.mp4")
+               if p.stem.split("_")[-1].isdigit()]
+    return max(numbers, default=0) + 1
 
 
 def default_out(algo: str, env_id: str, seed: int) -> str:

@@ -24,11 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from understudy.envs import env_spec, make
+from understudy.envs import env_spec
 from understudy.eval.rollouts import evaluate_seeds
 from understudy.policy import to_env_action
-from understudy.train.common import RunArgs, RunRecorder, default_out, eval_steps, mean_metrics, prepare_run_dir, \
-    run_config
+from understudy.train.common import RunArgs, RunRecorder, attach_videos, default_out, eval_steps, make_train_env, \
+    mean_metrics, next_video_episode, prepare_run_dir, run_config
 from understudy.types import Batch, UnderstudyError
 
 
@@ -108,13 +108,15 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, method: s
     if K < 1:
         raise UnderstudyError(f"--seeds must be at least 1 (got {K}).")
     seeds = [run.seed + s for s in range(K)]
-    envs = [[make(run.env, seed=episode_seed(seed, -1, m)) for m in range(M)] for seed in seeds]
+    envs = [[make_train_env(run, episode_seed(seed, -1, m), record=s == m == 0) for m in range(M)]
+            for s, seed in enumerate(seeds)]
     spec = env_spec(envs[0][0])
     length = algo.horizon(cfg, spec)
     method = method or (algo.method_name(cfg) if hasattr(algo, "method_name") else algo_name)
     out = run.out or default_out(algo_name, run.env, run.seed)
     config = run_config(algo_name, method, run.env, run, cfg, extra={"horizon": length, "step_unit": "env_steps"})
     run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config)
+    envs[0][0] = attach_videos(envs[0][0], run, run_dir, next_video_episode(run_dir))
 
     # -- agents and loop keys, each with a leading seed axis (init validates the config and the spec) -------
     # seed by seed, then stacked: one compiled init serves every seed (and every run with the same networks)

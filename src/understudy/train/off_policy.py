@@ -21,11 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from understudy.data.replay import replay_add, replay_init, replay_sample
-from understudy.envs import env_spec, make
+from understudy.envs import env_spec
 from understudy.eval.rollouts import evaluate_seeds
 from understudy.policy import to_env_action
-from understudy.train.common import RunArgs, RunRecorder, default_out, eval_steps, mean_metrics, prepare_run_dir, \
-    run_config, vmapped_update, seed_slice
+from understudy.train.common import RunArgs, RunRecorder, attach_videos, default_out, eval_steps, make_train_env, \
+    mean_metrics, next_video_episode, prepare_run_dir, run_config, seed_slice, vmapped_update
 from understudy.types import UnderstudyError
 
 
@@ -64,7 +64,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
     if run.snapshot_replay and not run.snapshot_every:
         raise UnderstudyError("--snapshot-replay saves the replay buffer at each policy snapshot: add "
                               "--snapshot-every N.")
-    envs = [make(run.env, seed=run.seed + s) for s in range(K)]
+    envs = [make_train_env(run, run.seed + s, record=s == 0) for s in range(K)]
     spec = env_spec(envs[0])  # the algorithm's init rejects action spaces it cannot handle
     method = method or algo_name
     out = run.out or default_out(algo_name, run.env, run.seed)
@@ -75,6 +75,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
         capacity = json.loads(saved_config.read_text()).get("buffer_capacity", capacity)
     config = run_config(algo_name, method, run.env, run, cfg, extra={"buffer_capacity": capacity})
     run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config)
+    envs[0] = attach_videos(envs[0], run, run_dir, next_video_episode(run_dir))
     chunk = math.gcd(chunk, run.eval_every)  # evaluation steps fall on chunk boundaries
 
     # -- agents, buffers and loop keys, each with a leading seed axis -------------------------------

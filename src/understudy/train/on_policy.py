@@ -30,11 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from understudy.envs import env_spec, make_vector
+from understudy.envs import env_spec
 from understudy.eval.rollouts import evaluate_seeds
 from understudy.policy import Policy, to_env_action
-from understudy.train.common import RunArgs, RunRecorder, default_out, eval_steps, mean_metrics, prepare_run_dir, \
-    run_config, seed_slice
+from understudy.train.common import RunArgs, RunRecorder, attach_videos, default_out, eval_steps, make_train_vector, \
+    mean_metrics, next_video_episode, prepare_run_dir, run_config, seed_slice
 from understudy.types import EnvSpec, UnderstudyError
 
 
@@ -117,13 +117,14 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, method: s
     if N < 1 or T < 1:
         raise UnderstudyError(f"--num-envs and --num-steps must be at least 1 (got {N} and {T}).")
     # sub-env j of seed s gets env seed (run.seed + s) * N + j, so a K-seed run matches K one-seed runs
-    envs = make_vector(run.env, K * N, seed=run.seed * N)
+    envs = make_train_vector(run, K * N, seed=run.seed * N)
     spec = env_spec(envs.envs[0])  # the algorithm's init rejects spaces it cannot handle
     method = method or algo_name
     out = run.out or default_out(algo_name, run.env, run.seed)
     plan = schedule(run, T * N)
     config = run_config(algo_name, method, run.env, run, cfg, extra={"schedule": plan})
     run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config)
+    envs.envs[0] = attach_videos(envs.envs[0], run, run_dir, next_video_episode(run_dir))
     total, every = plan["total"], plan["eval_every"]
     # the recorder sees the rounded schedule, so its snapshots and progress bar fall on rollout boundaries
     recorder_run = dataclasses.replace(run, steps=total, eval_every=every, snapshot_every=plan["snapshot_every"])

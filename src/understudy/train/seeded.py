@@ -23,11 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from understudy.data.replay import ReplayBuffer, replay_add, replay_init, replay_sample
-from understudy.envs import env_spec, make
+from understudy.envs import env_spec
 from understudy.eval.rollouts import evaluate_seeds
 from understudy.policy import to_env_action
 from understudy.train.off_policy import TRANSITION_KEYS, stack_transitions, step_envs
-from understudy.train.common import RunArgs, RunRecorder, default_out, mean_metrics, prepare_run_dir, run_config
+from understudy.train.common import RunArgs, RunRecorder, attach_videos, default_out, make_train_env, mean_metrics, \
+    next_video_episode, prepare_run_dir, run_config
 from understudy.types import Batch, EnvSpec, UnderstudyError
 
 
@@ -38,7 +39,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
     K = run.seeds
     if K < 1:
         raise UnderstudyError(f"--seeds must be at least 1 (got {K}).")
-    envs = [make(run.env, seed=run.seed + s) for s in range(K)]
+    envs = [make_train_env(run, run.seed + s, record=s == 0) for s in range(K)]
     spec = env_spec(envs[0])
     method = method or algo_name
     out = run.out or default_out(algo_name, run.env, run.seed)
@@ -48,6 +49,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
         capacity = json.loads(saved_config.read_text()).get("buffer_capacity", capacity)
     config = run_config(algo_name, method, run.env, run, cfg, extra={"buffer_capacity": capacity})
     run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config)
+    envs[0] = attach_videos(envs[0], run, run_dir, next_video_episode(run_dir))
 
     # -- agents (SAC + imitator), buffers and loop keys, each with a leading seed axis; expert data shared --
     seeds = jnp.arange(K) + run.seed

@@ -1,0 +1,28 @@
+"""Studies: one command runs a whole experiment (data, training, evaluation) and writes its report.
+
+Each study is a module with `main(argv)`; STUDIES maps the `understudy study NAME` names to them.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from understudy.types import UnderstudyError
+
+STUDIES: dict[str, tuple[str, str]] = {
+    "mountaincar-language": ("understudy.studies.mountaincar_language",
+                             "Note 000: captioned corpus, trajectory-sentence reward model, RL agents trained only on "
+                             "a sentence's score, behaviour report (< 30 min on 2 CPU cores)"),
+}
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] in ("-h", "--help"):
+        lines = [f"  {name:<22} {desc}" for name, (_, desc) in STUDIES.items()]
+        print("usage: understudy study NAME [OPTIONS]\n\nstudies:\n" + "\n".join(lines)
+              + "\n\n`understudy study NAME --help` lists its options.")
+        return
+    name = argv[0]
+    if name not in STUDIES:
+        raise UnderstudyError(f"Unknown study {name!r}. Available: {', '.join(STUDIES)}.")
+    importlib.import_module(STUDIES[name][0]).main(argv[1:])
