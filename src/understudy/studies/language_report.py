@@ -47,15 +47,16 @@ def write_language_report(out: Path, results: dict, agents: dict) -> Path:
         success = float(np.mean([s["success_rate"] for s in per_seed]))
         ret = float(np.mean([s["env_return_mean"] for s in per_seed]))
         reward = f"sentence: \"{agents[name]}\"" if agents.get(name) else "environment reward"
-        in_target = _pct(rates[target[name]]) if name in target else "–"
-        seeds_note = "" if len(per_seed) == 1 else " (per seed: " + ", ".join(
-            _pct(s["rates"][target[name]]) for s in per_seed) + ")" if name in target else ""
-        lines.append(f"| {name} | {reward} | **{in_target}**{seeds_note} | "
+        in_target = f"**{_pct(rates[target[name]])}**" if name in target else "–"
+        seeds_note = ""
+        if len(per_seed) > 1 and name in target:
+            seeds_note = " (per seed: " + ", ".join(_pct(s["rates"][target[name]]) for s in per_seed) + ")"
+        lines.append(f"| {name} | {reward} | {in_target}{seeds_note} | "
                      + " | ".join(_pct(rates[c]) for c in categories) + f" | {_pct(success)} | {ret:.1f} |")
     run_dirs = [str(out / "agents" / name) for name in behaviour]
     try:
         plot_runs(run_dirs, str(out / "curves.png"),
-                  title="MountainCar-v0: environment return during training (20-episode evaluations)")
+                  title="MountainCar-v0: environment return (20-episode evaluations)")
         lines += ["", "## Learning curves", "", "![curves](curves.png)", "",
                   "Environment return of 20 evaluation episodes during training; the sentence agents never see it."]
     except Exception as e:  # noqa: BLE001  (a plot must not lose the report)
@@ -84,7 +85,7 @@ def _behaviour_plot(path: Path, behaviour: dict, categories: list[str]) -> None:
         left += share
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of evaluation episodes")
-    ax.legend(title="behaviour", fontsize="small", loc="lower right")
+    ax.legend(title="behaviour", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("What each agent does (final policy)")
     fig.tight_layout()
     fig.savefig(path)

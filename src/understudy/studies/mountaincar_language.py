@@ -42,8 +42,7 @@ class StudyArgs:
     reward_steps: int = 1000
     """Reward model updates."""
     algo: Literal["dqn", "ppo"] = "dqn"
-    """RL algorithm for every agent, the same for the sentence agents and the environment-reward baseline (DQN: its
-    `mountaincar` preset with a 50k buffer and lr 1e-3)."""
+    """RL algorithm for every agent, the same for the sentence agents and the environment-reward baseline (DQN: its `mountaincar` preset with a 50k buffer and lr 1e-3; PPO: its `classic-discrete` preset)."""
     rl_steps: int = 100_000
     """Environment steps per agent."""
     eval_every: int = 10_000
@@ -53,8 +52,7 @@ class StudyArgs:
     workers: int = 2
     """Agents trained at the same time, one process each (2 fits a 2-core machine)."""
     reward_mode: Literal["score", "difference"] = "score"
-    """How the sentence's score becomes a reward (see `understudy train --help`): 'score' pays the score of the
-    trajectory so far at every step (note 000)."""
+    """How the sentence's score becomes a reward (see `understudy train --help`): 'score' pays the score of the trajectory so far at every step (note 000)."""
     reward_scale: float = 0.25
     """Scale of the language reward."""
     reward_min: float = -1.0
@@ -152,6 +150,8 @@ def _agent_command(args: StudyArgs, run_dir: Path, sentence: Optional[str], rewa
         # the zoo's MountainCar settings with a 50k buffer and lr 1e-3: in our runs the final policies of these
         # were steadier than with the zoo's 10k buffer and lr 4e-3 (whose evaluations swung between 5% and 100%)
         cmd += ["--preset", "mountaincar", "--buffer-size", "50000", "--lr", "1e-3"]
+    else:
+        cmd += ["--preset", "classic-discrete"]
     if sentence:
         cmd += ["--reward-text", sentence, "--reward-model", reward_model, "--reward-mode", args.reward_mode,
                 "--reward-scale", str(args.reward_scale), "--reward-min", str(args.reward_min),
