@@ -34,6 +34,9 @@ ALGORITHMS: dict[str, tuple[str, str, str]] = {
             "policy (online; continuous and discrete)"),
     "bc": ("understudy.algos.bc", "offline",
            "Behaviour cloning from a dataset with an action head (--head mse|gaussian|...)"),
+    "dagger": ("understudy.algos.dagger", "interactive",
+               "DAgger: roll out the learner mixed with an expert (--expert POLICY_DIR, beta_i = 1/(1+i)), relabel "
+               "visited states with the expert's actions, aggregate, retrain (optional --dataset demos as D_0)"),
 }
 
 
