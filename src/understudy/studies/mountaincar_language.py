@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Literal, Optional
@@ -111,17 +109,16 @@ def run_study(args: StudyArgs) -> dict:
     reward_eval = json.loads((reward_dir / "eval.json").read_text())
     _log(f"reward model: held-out pairwise accuracy {reward_eval['held_out']['pairwise_accuracy']:.3f}")
 
-    # 3. agents, `workers` training processes at a time
+    # 3. agents, `workers` training processes at a time (finished ones are not redone; killed ones resume)
+    from understudy.studies.runner import run_grid
+
     agents = {f"sentence-{k}": s for k, s in SENTENCES.items()}
     if args.env_reward_baseline:
         agents["env-reward"] = None
-    todo = {name: _agent_command(args, out / "agents" / name, sentence, str(reward_dir))
-            for name, sentence in agents.items() if not (out / "agents" / name / "eval.json").exists()}
-    if todo:
-        t0 = time.time()
-        _log(f"training {len(todo)} {args.algo} agent(s) for {args.rl_steps} steps each, {args.workers} at a time: "
-             + ", ".join(todo))
-        run_processes(todo, out / "agents", args.workers)
+    t0 = time.time()
+    status = run_grid([_agent_run(args, name, sentence, str(reward_dir)) for name, sentence in agents.items()], out,
+                      workers=args.workers, runs_dir="agents", log=_log)
+    if any(v == "done" for v in status.values()):
         timed("agents", t0)
 
     # 4. behaviour of each final policy
@@ -141,11 +138,13 @@ def run_study(args: StudyArgs) -> dict:
     return results
 
 
-def _agent_command(args: StudyArgs, run_dir: Path, sentence: Optional[str], reward_model: str) -> list[str]:
-    """`understudy train` for one agent; resumes from its checkpoints when a killed study left some."""
-    cmd = [sys.executable, "-m", "understudy.cli", "train", args.algo, "--env", "MountainCar-v0",
-           "--steps", str(args.rl_steps), "--seeds", str(args.seeds), "--seed", str(args.seed), "--out", str(run_dir),
-           "--eval-every", str(args.eval_every), "--eval-episodes", "20", "--no-tensorboard", "--no-progress"]
+def _agent_run(args: StudyArgs, name: str, sentence: Optional[str], reward_model: str):
+    """`understudy train` for one agent: a sentence's score as the only reward, or the environment's reward."""
+    from understudy.studies.runner import Run
+
+    cmd = ["train", args.algo, "--env", "MountainCar-v0", "--steps", str(args.rl_steps), "--seeds", str(args.seeds),
+           "--seed", str(args.seed), "--eval-every", str(args.eval_every), "--eval-episodes", "20",
+           "--no-tensorboard", "--no-progress"]
     if args.algo == "dqn":
         # the zoo's MountainCar settings with a 50k buffer and lr 1e-3: in our runs the final policies of these
         # were steadier than with the zoo's 10k buffer and lr 4e-3 (whose evaluations swung between 5% and 100%)
@@ -156,32 +155,7 @@ def _agent_command(args: StudyArgs, run_dir: Path, sentence: Optional[str], rewa
         cmd += ["--reward-text", sentence, "--reward-model", reward_model, "--reward-mode", args.reward_mode,
                 "--reward-scale", str(args.reward_scale), "--reward-min", str(args.reward_min),
                 "--reward-max", str(args.reward_max)]
-    checkpoints = run_dir / "checkpoints"
-    cmd += ["--resume"] if checkpoints.is_dir() and any(checkpoints.iterdir()) else ["--overwrite"]
-    return cmd
-
-
-def run_processes(commands: dict[str, list[str]], log_dir: Path, workers: int) -> None:
-    """Runs the commands, at most `workers` at once; each one's output goes to log_dir/<name>.log."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    pending, running, failed = list(commands.items()), {}, []
-    while pending or running:
-        while pending and len(running) < max(1, workers):
-            name, cmd = pending.pop(0)
-            log = open(log_dir / f"{name}.log", "w")
-            running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log, time.time())
-        time.sleep(1.0)
-        for name, (proc, log, t0) in list(running.items()):
-            if proc.poll() is not None:
-                log.close()
-                del running[name]
-                ok = proc.returncode == 0
-                _log(f"{name}: {'done' if ok else f'FAILED (exit {proc.returncode})'} in {time.time() - t0:.0f} s")
-                if not ok:
-                    failed.append(name)
-    if failed:
-        raise UnderstudyError(f"Training failed for {', '.join(failed)}; see {log_dir}/<name>.log. Re-running the "
-                              "study resumes from where they stopped.")
+    return Run(name=name, args=tuple(cmd))
 
 
 def _behaviour(args: StudyArgs, out: Path, agents: dict, captioner) -> dict:
