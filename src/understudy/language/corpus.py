@@ -4,7 +4,8 @@ left / none / right) and MountainCarContinuous-v0 (force -1 / 0 / +1).
 
 Behaviours (parameters drawn per episode): uniform random; idle (mostly no push); braking (push against the
 velocity, which damps any swing); energy pumping (push along the velocity) at strengths from weak to full;
-partial attempts (pump for a while, then stop); and near misses (pump until a chosen height, then brake).
+partial attempts (pump for a while, then stop); near misses (pump until a chosen height, then brake); and
+parking (climb to just below the goal and hold the car there).
 The dataset keeps the environment's own rewards (unused by the reward model), the category as `task_id` and
 the sentence as the episode's instruction; its metadata lists the categories and both sentence sets.
 """
@@ -19,7 +20,8 @@ from understudy.types import UnderstudyError
 LEFT, NOOP, RIGHT = 0, 1, 2
 
 # behaviour -> share of episodes; chosen so that the three categories come out roughly balanced
-BEHAVIOURS = {"random": 0.12, "idle": 0.10, "brake": 0.10, "pump": 0.30, "partial": 0.18, "near-miss": 0.20}
+BEHAVIOURS = {"random": 0.12, "idle": 0.10, "brake": 0.10, "pump": 0.26, "partial": 0.14, "near-miss": 0.16,
+              "park": 0.12}
 
 
 def _pump(velocity: float) -> int:
@@ -47,6 +49,20 @@ def make_behaviour(name: str, rng: np.random.Generator):
         stop, after = int(rng.integers(10, 130)), rng.choice(["idle", "brake", "random"])
         then = make_behaviour(str(after), rng)
         return lambda x, v, t: _pump(v) if t < stop else then(x, v, t)
+    if name == "park":
+        # climb to a height just below the goal and hold the car there, what an agent rewarded for "reaching the
+        # top" can stumble into; the rules label it by what happens. Energy control (pump while the energy
+        # v^2/2 + g/3 sin(3x) is short of sin(3h)'s, brake above it), then hold where the engine beats gravity.
+        height = rng.uniform(0.40, 0.495)
+        k = 0.0025 / 3
+
+        def act(x, v, t):
+            if x > 0.38:
+                return RIGHT if v < 0.3 * (height - x) else LEFT
+            if 0.5 * v * v + k * np.sin(3 * x) < k * np.sin(3 * height):
+                return _pump(v)
+            return _brake(v)
+        return act
     if name == "near-miss":
         height = rng.uniform(-0.25, 0.45)
         reached = [False]
