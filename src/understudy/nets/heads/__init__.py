@@ -20,9 +20,12 @@ from typing import Any
 
 import flax.linen as nn
 
+from understudy.nets.heads.autoregressive import AutoregressiveHead
 from understudy.nets.heads.categorical import CategoricalHead
 from understudy.nets.heads.deterministic import DeterministicHead
+from understudy.nets.heads.diffusion import DiffusionHead
 from understudy.nets.heads.gaussian import GaussianHead
+from understudy.nets.heads.gmm import GMMHead
 from understudy.nets.heads.tanh_gaussian import TanhGaussianHead
 from understudy.types import UnderstudyError
 
@@ -31,6 +34,9 @@ HEADS: dict[str, type[nn.Module]] = {
     "gaussian": GaussianHead,
     "tanh-gaussian": TanhGaussianHead,
     "categorical": CategoricalHead,
+    "gmm": GMMHead,
+    "diffusion": DiffusionHead,
+    "autoregressive": AutoregressiveHead,
 }
 
 # Fields every head has, set by make_head's named arguments rather than **kw.
@@ -91,4 +97,5 @@ def head_config(name: str, action_dim: int, hidden_dims: tuple[int, ...] = (256,
 
 
 __all__ = ["HEADS", "make_head", "head_config", "register_head", "is_discrete_head", "DeterministicHead",
-           "GaussianHead", "TanhGaussianHead", "CategoricalHead"]
+           "GaussianHead", "TanhGaussianHead", "CategoricalHead", "GMMHead", "DiffusionHead",
+           "AutoregressiveHead"]

@@ -1,0 +1,98 @@
+"""Gaussian mixture action head ("gmm"): k diagonal Gaussians per state, trained by log-likelihood.
+
+The mixture lives directly in the normalized action box, not over atanh-squashed actions: expert data
+often sit exactly on the bounds (clipped actions), where atanh diverges and a squashed model must put its
+mass at pre-tanh values of +-7 or more. Modelled directly, an action on the bound has a finite likelihood
+and a component mean may sit on (or just beyond) the bound. `sample` and `mode` clip to [-1, 1];
+`log_prob` is the exact density of the unclipped mixture (the same convention as the "gaussian" head).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from understudy.nets.heads.activations import activation_fn
+from understudy.nets.heads.gaussian import bounded_log_std
+from understudy.nets.mlp import MLP
+from understudy.types import UnderstudyError
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def gmm_log_prob(logits: jax.Array, means: jax.Array, log_stds: jax.Array, action: jax.Array) -> jax.Array:
+    """log sum_k softmax(logits)_k N(action; means_k, diag(exp(log_stds_k))^2).
+
+    Shapes: logits [..., K], means and log_stds [..., K, A], action [..., A] -> [...].
+    """
+    if (means.shape != log_stds.shape or means.shape[:-1] != logits.shape
+            or means.shape[:-2] + means.shape[-1:] != action.shape):
+        raise ValueError(f"GMM shapes disagree: logits {logits.shape} (want [..., K]), means {means.shape} and "
+                         f"log_stds {log_stds.shape} (want [..., K, A]), action {action.shape} (want [..., A]).")
+    z = (action[..., None, :] - means) * jnp.exp(-log_stds)
+    component_log_prob = jnp.sum(-0.5 * jnp.square(z) - log_stds - 0.5 * _LOG_2PI, axis=-1)  # [..., K]
+    return jax.nn.logsumexp(jax.nn.log_softmax(logits, axis=-1) + component_log_prob, axis=-1)
+
+
+class GMMHead(nn.Module):
+    """obs -> mixture weights [..., K], means [..., K, A] and log-stds [..., K, A]; loss = -log_prob.
+
+    `mode` is the (clipped) mean of the most probable component: deterministic and cheap, and for a
+    well-separated mixture it is the mixture's highest peak (the exact mixture mode has no closed form).
+    `sample` picks a component by its weight, then draws from that Gaussian and clips to [-1, 1].
+    """
+
+    action_dim: int
+    hidden_dims: tuple[int, ...] = (256, 256)
+    num_components: int = 5
+    log_std_min: float = -5.0  # std >= 0.0067: keeps the likelihood bounded on repeated (clipped) actions
+    log_std_max: float = 2.0
+    activation: str = "relu"
+
+    def __post_init__(self):
+        if self.num_components < 1 or not self.log_std_min < self.log_std_max:
+            raise UnderstudyError(f"gmm head options: num_components must be >= 1 (got {self.num_components}) and "
+                                  f"log_std_min < log_std_max (got {self.log_std_min}, {self.log_std_max}).")
+        super().__post_init__()
+
+    def setup(self):
+        self.torso = MLP(self.hidden_dims, activation=activation_fn(self.activation))
+        self.logits_layer = nn.Dense(self.num_components)
+        self.means_layer = nn.Dense(self.num_components * self.action_dim)
+        self.log_stds_layer = nn.Dense(self.num_components * self.action_dim)
+
+    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(logits [..., K], means [..., K, A], log_stds [..., K, A])."""
+        h = self.torso(obs)
+        shape = h.shape[:-1] + (self.num_components, self.action_dim)
+        means = self.means_layer(h).reshape(shape)
+        log_stds = bounded_log_std(self.log_stds_layer(h).reshape(shape), self.log_std_min, self.log_std_max)
+        return self.logits_layer(h), means, log_stds
+
+    def log_prob(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        logits, means, log_stds = self(obs)
+        return gmm_log_prob(logits, means, log_stds, jnp.asarray(action, jnp.float32))
+
+    def loss(self, obs: jax.Array, action: jax.Array, key: Optional[jax.Array] = None) -> jax.Array:
+        return -self.log_prob(obs, action)
+
+    def sample(self, obs: jax.Array, key: jax.Array) -> jax.Array:
+        logits, means, log_stds = self(obs)
+        component_key, noise_key = jax.random.split(key)
+        component = jax.random.categorical(component_key, logits, axis=-1)
+        mean, log_std = _pick(means, component), _pick(log_stds, component)
+        noise = jax.random.normal(noise_key, mean.shape, mean.dtype)
+        return jnp.clip(mean + jnp.exp(log_std) * noise, -1.0, 1.0)
+
+    def mode(self, obs: jax.Array) -> jax.Array:
+        logits, means, _ = self(obs)
+        return jnp.clip(_pick(means, jnp.argmax(logits, axis=-1)), -1.0, 1.0)
+
+
+def _pick(per_component: jax.Array, component: jax.Array) -> jax.Array:
+    """[..., K, A] at integer [...] -> [..., A]."""
+    return jnp.take_along_axis(per_component, component[..., None, None], axis=-2)[..., 0, :]
