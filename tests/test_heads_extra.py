@@ -364,3 +364,15 @@ def test_autoregressive_density_integrates_to_one_and_samples_stay_in_their_bins
     frequencies = np.bincount(np.asarray(action_to_bin(samples, bins)), minlength=bins) / n
     np.testing.assert_allclose(frequencies, probabilities, atol=0.03)
     assert set(np.round(np.unique(centre_samples), 5)) <= set(np.round(np.asarray(centres), 5))
+
+
+def test_bc_passes_head_options_to_the_head_and_its_export():
+    from understudy.algos import bc
+
+    for head, option, field, value in (("gmm", "num_components", "num_components", 3),
+                                       ("diffusion", "diffusion_steps", "num_steps", 4),
+                                       ("autoregressive", "num_bins", "num_bins", 7)):
+        cfg = bc.Config(head=head, hidden_dims=(8,), **{option: value})
+        assert getattr(bc._head(cfg, 2), field) == value
+        assert bc.head_options(cfg) == {field: value}
+    assert bc.head_options(bc.Config(head="mse")) == {}

@@ -26,7 +26,13 @@ class Config:
     """Behavior cloning settings."""
 
     head: str = "mse"
-    """Action head: mse, gaussian, tanh-gaussian (continuous actions) or categorical (discrete actions)."""
+    """Action head: mse, gaussian, tanh-gaussian, gmm, diffusion, autoregressive (continuous actions) or categorical (discrete actions)."""
+    num_components: int = 5
+    """--head gmm: mixture components."""
+    diffusion_steps: int = 10
+    """--head diffusion: denoising steps T of the DDPM."""
+    num_bins: int = 20
+    """--head autoregressive: bins per action dimension."""
     hidden_dims: tuple[int, ...] = (256, 256)
     """Hidden layer widths of the policy network."""
     lr: float = 3e-4
@@ -51,8 +57,14 @@ class State(struct.PyTreeNode):
     action_dim: int = struct.field(pytree_node=False, default=1)
 
 
+def head_options(cfg: Config) -> dict:
+    """The options of the chosen head that the config sets (each head has its own)."""
+    return {"gmm": {"num_components": cfg.num_components}, "diffusion": {"num_steps": cfg.diffusion_steps},
+            "autoregressive": {"num_bins": cfg.num_bins}}.get(cfg.head, {})
+
+
 def _head(cfg: Config, action_dim: int):
-    return make_head(cfg.head, action_dim=action_dim, hidden_dims=cfg.hidden_dims)
+    return make_head(cfg.head, action_dim=action_dim, hidden_dims=cfg.hidden_dims, **head_options(cfg))
 
 
 def _optimizer(cfg: Config) -> optax.GradientTransformation:
@@ -71,7 +83,8 @@ def _check_head_fits(cfg: Config, spec: EnvSpec) -> None:
                               f"{cfg.head!r}, a continuous-action head. Use `--head categorical`.")
     if not spec.discrete and is_discrete_head(cfg.head):
         raise UnderstudyError(f"{spec.env_id} has continuous actions but BC --head is {cfg.head!r}, a "
-                              "discrete-action head. Use `--head mse` (or gaussian, tanh-gaussian).")
+                              "discrete-action head. Use `--head mse` (or gaussian, tanh-gaussian, gmm, diffusion, "
+                              "autoregressive).")
 
 
 def _mean_loss(cfg: Config, state: State, params: Any, batch: Batch, key: jax.Array) -> jax.Array:
@@ -121,4 +134,4 @@ def act(cfg: Config, state: State, obs: jax.Array, key: jax.Array, deterministic
 
 def policy_export(cfg: Config, state: State) -> tuple[dict, Any]:
     """(head_config dict, policy variables) — `make_head(**config).apply(variables, obs, method=...)` acts."""
-    return head_config(cfg.head, state.action_dim, cfg.hidden_dims), state.params
+    return head_config(cfg.head, state.action_dim, cfg.hidden_dims, **head_options(cfg)), state.params
