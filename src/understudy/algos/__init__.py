@@ -34,6 +34,14 @@ ALGORITHMS: dict[str, tuple[str, str, str]] = {
             "policy (online; continuous and discrete)"),
     "bc": ("understudy.algos.bc", "offline",
            "Behaviour cloning from a dataset with an action head (--head mse|gaussian|...)"),
+    "td3bc": ("understudy.algos.td3bc", "offline",
+              "TD3+BC: TD3 with a behaviour-cloning term, lambda = alpha / mean|Q| (offline; CORL defaults)"),
+    "iql": ("understudy.algos.iql", "offline",
+            "Implicit Q-learning: expectile value net, twin critics, advantage-weighted Gaussian actor (offline; CORL "
+            "defaults)"),
+    "cql": ("understudy.algos.cql", "offline",
+            "Conservative Q-learning: SAC with the CQL(H) penalty, optional Lagrangian (offline; CORL defaults, "
+            "--preset small for CPU)"),
     "dagger": ("understudy.algos.dagger", "interactive",
                "DAgger: roll out the learner mixed with an expert (--expert POLICY_DIR, beta_i = 1/(1+i)), relabel "
                "visited states with the expert's actions, aggregate, retrain (optional --dataset demos as D_0)"),

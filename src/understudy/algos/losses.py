@@ -196,3 +196,49 @@ def linear_schedule(start: float, end: float, duration: float, t: jax.Array) -> 
     if duration <= 0:  # no ramp: the final value from the start
         return jnp.full_like(t, end)
     return start + (end - start) * jnp.clip(t / float(duration), 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Offline RL: IQL, TD3+BC, CQL
+# --------------------------------------------------------------------------------------------------
+def expectile_loss(diff: jax.Array, tau: float) -> jax.Array:
+    """IQL's asymmetric squared loss |tau - 1(diff < 0)| diff^2, elementwise (same shape as diff).
+
+    With diff = Q(s, a) - V(s), minimizing its mean over the data makes V the tau-expectile of Q: tau > 0.5
+    weighs underestimates (diff > 0) more, so V approaches an upper expectile (the max over in-data actions
+    as tau -> 1) without querying Q at actions outside the data.
+    """
+    _check(0.0 < tau < 1.0, f"The expectile tau must lie in (0, 1), got {tau}.")
+    weight = jnp.where(diff < 0, 1.0 - tau, tau)
+    return weight * jnp.square(diff)
+
+
+def td3bc_actor_loss(q: jax.Array, pi: jax.Array, data_actions: jax.Array, alpha: float) -> jax.Array:
+    """TD3+BC actor loss -lambda mean Q(s, pi(s)) + mean (pi(s) - a)^2, lambda = alpha / mean |Q| (no gradient).
+
+    q [B] is Q(s, pi(s)); pi and data_actions are [B, A]. Dividing by mean |Q| makes the Q term independent of
+    the reward scale, so one alpha (2.5 in the paper) balances it against the behaviour-cloning term.
+    """
+    _check(jnp.ndim(q) == 1, f"q must be [B], got shape {jnp.shape(q)}.")
+    _same_shape("pi", pi, "data_actions", data_actions)
+    _check(jnp.ndim(pi) == 2 and jnp.shape(pi)[0] == jnp.shape(q)[0],
+           f"pi must be [B, A] with B = len(q) = {jnp.shape(q)[0]}, got shape {jnp.shape(pi)}.")
+    lmbda = jax.lax.stop_gradient(alpha / jnp.mean(jnp.abs(q)))
+    return -lmbda * jnp.mean(q) + jnp.mean(jnp.square(pi - data_actions))
+
+
+def cql_penalty(q_sampled: jax.Array, log_weights: jax.Array, q_data: jax.Array, temperature: float = 1.0) -> jax.Array:
+    """CQL(H)'s conservative penalty: mean over the batch of T logsumexp((Q(s, a_j) + log w_j) / T) - Q(s, a_data).
+
+    q_sampled [..., B, M]: Q at M sampled actions per state; log_weights [..., B, M]: log importance weights of
+    those samples (minus the log density of the distribution each was drawn from, as in the paper's
+    importance-sampled estimate of log integral exp Q(s, a) da); q_data [..., B]: Q at the dataset actions.
+    Returns [...] (e.g. one penalty per critic). Pushing it down lowers Q on sampled (possibly unseen)
+    actions and raises it on the data's.
+    """
+    _same_shape("q_sampled", q_sampled, "log_weights", log_weights)
+    _check(jnp.ndim(q_sampled) >= 2 and jnp.shape(q_sampled)[:-1] == jnp.shape(q_data),
+           f"q_sampled must be [..., B, M] and q_data [..., B]; got shapes {jnp.shape(q_sampled)} and "
+           f"{jnp.shape(q_data)}.")
+    soft_max = temperature * jax.nn.logsumexp((q_sampled + log_weights) / temperature, axis=-1)
+    return jnp.mean(soft_max - q_data, axis=-1)
