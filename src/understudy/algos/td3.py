@@ -138,12 +138,12 @@ def _init_state(cfg: Config, obs_dim: int, action_dim: int, key: jax.Array) -> S
                  action_dim=action_dim)
 
 
-def update(cfg: Config, state: State, batch: Batch) -> tuple[State, dict[str, jax.Array]]:
+def critic_update(cfg: Config, state: State, batch: Batch) -> tuple[State, dict[str, jax.Array]]:
+    """TD3's critic step: regress every member on r + gamma min_i Q'_i(s', smoothed target action).
+    Shared with TD3+BC (any config with TD3's fields)."""
     actor, critic = _actor(cfg, state.action_dim), _critic(cfg)
-    actor_opt, critic_opt = _optimizers(cfg)
+    _, critic_opt = _optimizers(cfg)
     rng, noise_key = jax.random.split(state.rng)
-
-    # Critics: regress every member on r + gamma min_i Q'_i(s', smoothed target action).
     target_action = actor.apply(state.target_actor_params, batch.next_observations)
     noise = cfg.policy_noise * jax.random.normal(noise_key, target_action.shape)
     next_action = smoothed_target_action(target_action, noise, cfg.noise_clip)
@@ -157,38 +157,53 @@ def update(cfg: Config, state: State, batch: Batch) -> tuple[State, dict[str, ja
     (critic_loss, q), critic_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(state.critic_params)
     critic_updates, critic_opt_state = critic_opt.update(critic_grads, state.critic_opt_state, state.critic_params)
     critic_params = optax.apply_updates(state.critic_params, critic_updates)
+    return (state.replace(critic_params=critic_params, critic_opt_state=critic_opt_state, rng=rng),
+            {"critic_loss": critic_loss, "q_mean": jnp.mean(q), "target_mean": jnp.mean(target)})
 
-    # Delayed actor and target updates: on updates number policy_frequency, 2 policy_frequency, ...
-    # (1-based), as CleanRL (global_step % policy_frequency) and the TD3 paper's code do.
-    def actor_loss_fn(params):
-        action = actor.apply(params, batch.observations)
-        return losses.deterministic_actor_loss(critic.apply(critic_params, batch.observations, action)[0])
+
+def delayed_actor_update(cfg: Config, state: State, actor_loss_fn) -> tuple[State, jax.Array, Any, jax.Array]:
+    """TD3's delayed actor and target updates, after `critic_update`: on updates number policy_frequency,
+    2 policy_frequency, ... (1-based, as CleanRL's global_step % policy_frequency and the TD3 paper's code) a
+    gradient step on `actor_loss_fn(actor_params) -> (loss, aux)` and Polyak targets; otherwise only the loss is
+    computed (so interval means of every metric stay finite). Returns (state, actor_loss, aux, is_actor_step)."""
+    actor_opt, _ = _optimizers(cfg)
 
     def actor_step(_):
-        actor_loss, actor_grads = jax.value_and_grad(actor_loss_fn)(state.actor_params)
-        actor_updates, actor_opt_state = actor_opt.update(actor_grads, state.actor_opt_state, state.actor_params)
-        actor_params = optax.apply_updates(state.actor_params, actor_updates)
+        (actor_loss, aux), grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(state.actor_params)
+        updates, actor_opt_state = actor_opt.update(grads, state.actor_opt_state, state.actor_params)
+        actor_params = optax.apply_updates(state.actor_params, updates)
         return (actor_params, actor_opt_state,
                 optax.incremental_update(actor_params, state.target_actor_params, cfg.tau),
-                optax.incremental_update(critic_params, state.target_critic_params, cfg.tau),
-                actor_loss)
+                optax.incremental_update(state.critic_params, state.target_critic_params, cfg.tau),
+                actor_loss, aux)
 
     def no_actor_step(_):
-        # The loss is still reported (a forward pass), so interval means of every metric stay finite.
+        actor_loss, aux = actor_loss_fn(state.actor_params)
         return (state.actor_params, state.actor_opt_state, state.target_actor_params, state.target_critic_params,
-                actor_loss_fn(state.actor_params))
+                actor_loss, aux)
 
     is_actor_step = (state.step + 1) % cfg.policy_frequency == 0
-    actor_params, actor_opt_state, target_actor_params, target_critic_params, actor_loss = jax.lax.cond(
+    actor_params, actor_opt_state, target_actor_params, target_critic_params, actor_loss, aux = jax.lax.cond(
         is_actor_step, actor_step, no_actor_step, None)
+    state = state.replace(actor_params=actor_params, actor_opt_state=actor_opt_state,
+                          target_actor_params=target_actor_params, target_critic_params=target_critic_params,
+                          step=state.step + 1)
+    return state, actor_loss, aux, is_actor_step
 
-    new_state = state.replace(actor_params=actor_params, critic_params=critic_params,
-                              target_actor_params=target_actor_params, target_critic_params=target_critic_params,
-                              actor_opt_state=actor_opt_state, critic_opt_state=critic_opt_state, rng=rng,
-                              step=state.step + 1)
-    metrics = {"critic_loss": critic_loss, "actor_loss": actor_loss, "q_mean": jnp.mean(q),
-               "target_mean": jnp.mean(target), "actor_step": is_actor_step.astype(jnp.float32)}
-    return new_state, metrics
+
+def update(cfg: Config, state: State, batch: Batch) -> tuple[State, dict[str, jax.Array]]:
+    state, critic_metrics = critic_update(cfg, state, batch)
+    actor, critic = _actor(cfg, state.action_dim), _critic(cfg)
+
+    def actor_loss_fn(params):
+        action = actor.apply(params, batch.observations)
+        return losses.deterministic_actor_loss(critic.apply(state.critic_params, batch.observations, action)[0]), ()
+
+    state, actor_loss, _, is_actor_step = delayed_actor_update(cfg, state, actor_loss_fn)
+    metrics = {"critic_loss": critic_metrics["critic_loss"], "actor_loss": actor_loss,
+               "q_mean": critic_metrics["q_mean"], "target_mean": critic_metrics["target_mean"],
+               "actor_step": is_actor_step.astype(jnp.float32)}
+    return state, metrics
 
 
 def act(cfg: Config, state: State, obs: jax.Array, key: jax.Array, deterministic: bool) -> jax.Array:
