@@ -65,9 +65,8 @@ class StudyArgs:
     """Progress bars."""
 
 
+# category -> the sentence its agent is trained on (the report checks each agent against its category)
 SENTENCES = {"top": TOP, "bottom": BOTTOM, "swing": SWING}
-# what each sentence's agent should do, by the captioner's categories
-TARGET = {"top": "top", "bottom": "bottom", "swing": "swing"}
 
 
 def _log(msg: str) -> None:
