@@ -182,3 +182,18 @@ def test_collect_recipe_records_reference_returns(sac_run, tmp_path, capsys):
 
     meta = load_dataset(out).metadata
     assert meta["ref_min_score"] is not None and meta["ref_max_score"] is not None
+
+
+def test_a_run_from_before_a_flag_was_added_still_resumes_but_a_changed_flag_is_refused(tmp_path):
+    from understudy.train.common import RunArgs, prepare_run_dir
+    from understudy.types import UnderstudyError
+
+    config = {"algo": "sac", "env_id": "Pendulum-v1", "config": {"tau": 0.005},
+              "run": {"steps": 100, "seed": 0, "reward_scale": RunArgs.reward_scale}}
+    old = {**config, "run": {"steps": 100, "seed": 0}}  # written before --reward-scale existed
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    prepare_run_dir(str(tmp_path), resume=True, overwrite=False, config=config)
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    changed = {**config, "run": {**config["run"], "reward_scale": 2.0}}
+    with pytest.raises(UnderstudyError, match="reward_scale"):
+        prepare_run_dir(str(tmp_path), resume=True, overwrite=False, config=changed)

@@ -159,10 +159,15 @@ def prepare_run_dir(out: str, *, resume: bool, overwrite: bool, config: dict) ->
 
 def _config_differences(saved: dict, new: dict) -> list[str]:
     ignore = {"steps", "out", "resume", "overwrite", "progress", "wandb_project", "tensorboard"}  # a run may move
+    # A run flag that a newer understudy added is absent from an older run's config; left at its default it
+    # changes nothing, so such a run still resumes.
+    run_defaults = {f.name: f.default for f in dataclasses.fields(RunArgs) if f.default is not dataclasses.MISSING}
     diffs = []
     for section in ("config", "run"):
         a, b = saved.get(section, {}), new.get(section, {})
         for k in sorted(set(a) | set(b)):
+            if section == "run" and k not in a and k in run_defaults and b.get(k) == run_defaults[k]:
+                continue
             if k not in ignore and a.get(k) != b.get(k):
                 diffs.append(f"{section}.{k} ({a.get(k)!r} -> {b.get(k)!r})")
     for k in ("algo", "env_id"):
