@@ -19,7 +19,8 @@ from understudy.algos import ALGORITHMS as ALGOS  # name -> (module path, traini
 COMMANDS = {
     "quickstart": "Train a SAC expert on Pendulum-v1, collect a dataset, train BC on it, evaluate and report.",
     "train": "Train an algorithm: understudy train ALGO (--env ID | --dataset PATH) [options]. ALGO: " + ", ".join(ALGOS),
-    "collect": "Roll out a policy export (or random actions), or a D4RL-style --recipe, into a Minari dataset.",
+    "collect": "Roll out a policy export (or random actions, the BabyAI bot, Meta-World scripted policies), or a "
+               "D4RL-style --recipe, into a Minari dataset.",
     "eval": "Evaluate a policy export over N episodes; optional video and JSON.",
     "data": "Dataset tools: understudy data info PATH",
     "report": "Markdown table (mean ± std, IQM with 95% CI, normalized score) from run directories.",
@@ -63,7 +64,7 @@ class CollectArgs:
     out: str
     """Output dataset directory (Minari format). Never overwritten without --overwrite."""
     policy: str = "random"
-    """A policy export directory, or `random` for uniform random actions. With --recipe: the expert policy export, a training run directory (final/ = expert, snapshots/ = medium candidates), or an expert directory."""
+    """A policy export directory, `random` for uniform random actions, `bot` (the BabyAI bot; --env babyai:LEVEL) or `scripted` (Meta-World's scripted policies; --env metaworld:TASK or a suite such as metaworld:MT10, with --episodes per task). With --recipe: the expert policy export, a training run directory (final/ = expert, snapshots/ = medium candidates), or an expert directory."""
     recipe: Optional[Literal["random", "medium", "medium-replay", "expert", "medium-expert"]] = None
     """D4RL-style recipe; records reference returns (random, expert) in the dataset's metadata."""
     medium_policy: Optional[str] = None
@@ -82,6 +83,8 @@ class CollectArgs:
     """Sample actions from the policy instead of taking its mode."""
     overwrite: bool = False
     """Replace an existing dataset at --out."""
+    images: bool = False
+    """With --policy scripted (Meta-World): also record 64x64 RGB renders; observations become {state, image}."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,6 +233,20 @@ def cmd_collect(argv: list[str]) -> None:
     args = tyro.cli(CollectArgs, args=argv, prog="understudy collect")
     if os.path.exists(args.out) and not args.overwrite:
         raise UnderstudyError(f"{args.out} already exists; pass --overwrite to replace it or choose another --out.")
+    demonstrator = args.policy in ("bot", "scripted") and not os.path.isdir(args.policy)
+    if demonstrator:
+        if args.recipe is not None or args.steps is not None:
+            raise UnderstudyError(f"--policy {args.policy} collects whole demonstration episodes: use --episodes N "
+                                  "(per task for a suite) instead of --recipe or --steps.")
+        from understudy.instruct.demos import collect_demonstrations
+
+        ds = collect_demonstrations(args.env, args.policy, args.episodes if args.episodes is not None else 10,
+                                    seed=args.seed, images=args.images, action_noise=args.action_noise)
+        _save_collected(ds, args)
+        return
+    if args.images:
+        raise UnderstudyError("--images records 64x64 renders and works only with --policy scripted on Meta-World "
+                              "(e.g. --env metaworld:MT10 --policy scripted --images); drop --images.")
     if args.recipe is not None:
         from understudy.data.recipes import collect_recipe
 

@@ -45,6 +45,9 @@ ALGORITHMS: dict[str, tuple[str, str, str]] = {
     "dagger": ("understudy.algos.dagger", "interactive",
                "DAgger: roll out the learner mixed with an expert (--expert POLICY_DIR, beta_i = 1/(1+i)), relabel "
                "visited states with the expert's actions, aggregate, retrain (optional --dataset demos as D_0)"),
+    "instruct": ("understudy.instruct.algo", "instruct",
+                 "Instruction-following transformer policy (note 004) cloned from multi-task demonstrations with "
+                 "instructions (--dataset A[,B,...]); data-parallel over every device; per-task evaluation"),
 }
 
 

@@ -38,6 +38,9 @@ class _Episode:
 
 
 def _policy_fn(policy: Policy, envs) -> Callable[[Any], np.ndarray]:
+    bind = getattr(policy, "bind", None)
+    if not isinstance(policy, str) and callable(bind):  # a policy that reads the simulators (the BabyAI bot)
+        return bind(envs)
     if isinstance(policy, str):
         if policy != "random":
             raise UnderstudyError(f"Unknown policy {policy!r}: pass a callable (batch of observations -> batch of "
@@ -81,7 +84,9 @@ def collect(env_id: str, policy: Policy, *, episodes: Optional[int] = None, step
     """Record `episodes` whole episodes (exactly) or at least `steps` steps (whole episodes) of `policy`.
 
     policy: a callable mapping a batch of observations [num_envs, ...] (numpy; a dict of arrays for dict
-        observations) to a batch of actions for the env, or "random" (uniform over the action space).
+        observations) to a batch of actions for the env, or "random" (uniform over the action space), or
+        an object with a `bind(envs)` method, called once with the vector env, that returns such a
+        callable (for policies that read the simulators, e.g. understudy.instruct.demos.BabyAIBotPolicy).
     num_envs: sub-environments stepped side by side; the policy sees all of them in one call, so more of
         them amortize its cost (at most num_envs - 1 episodes are recorded beyond what `steps` needs).
     env_options: options for `understudy.envs.make` (e.g. obs_noise, task_bit, family options).

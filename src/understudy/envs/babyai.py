@@ -4,10 +4,16 @@ Observations are a dict {"image": (7, 7, 3) uint8, "direction": int64 in 0..3}. 
 an array: it arrives as info["instruction"] on every reset and step, and as the `instruction` attribute
 of the env make() returns (`env.get_wrapper_attr("instruction")` under further wrappers). It changes every
 episode. info["success"] is True on the step that ends the episode with a positive reward.
+
+Ids: the registered ones ("BabyAI-GoToLocal-v0", "MiniGrid-Empty-5x5-v0", ...) or the alias "babyai:LEVEL"
+with the level name ("babyai:GoToLocal", any case) or a full id after the colon ("babyai:BabyAI-GoToLocal-v0").
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
 from typing import Optional
 
 import gymnasium as gym
@@ -17,6 +23,7 @@ from understudy.envs.base import MAX_EPISODE_STEPS_DOC, Built, check_spaces
 
 FAMILY = "babyai"
 _PREFIXES = ("BabyAI-", "MiniGrid-")
+ALIAS_PREFIX = "babyai:"
 
 # MiniGridEnv options every level passes through (the level's own constructor options are added per id).
 _SHARED_OPTIONS = {
@@ -35,7 +42,39 @@ def _register() -> None:
     import minigrid  # noqa: F401  (registers the BabyAI-* and MiniGrid-* ids)
 
 
+def _level_ids() -> dict[str, str]:
+    """Lower-case level name ("gotolocal", also "gotolocal-v0") -> registered id ("BabyAI-GoToLocal-v0")."""
+    levels = {}
+    for env_id in known_ids():
+        name = env_id[len("BabyAI-"):]
+        levels[name.lower()] = env_id
+        levels[re.sub(r"-v\d+$", "", name).lower()] = env_id
+    return levels
+
+
+def _resolve_alias(env_id: str) -> str:
+    name = env_id[len(ALIAS_PREFIX):]
+    _register()
+    if name.startswith(_PREFIXES) and name in gym.registry:
+        return name
+    levels = _level_ids()
+    if name.lower() in levels:
+        return levels[name.lower()]
+    import difflib
+
+    close = dict.fromkeys(levels[c] for c in difflib.get_close_matches(name.lower(), list(levels), n=6, cutoff=0.6))
+    hint = (" Did you mean " + " or ".join(ALIAS_PREFIX + re.sub(r"-v\d+$", "", c[len("BabyAI-"):])
+                                          for c in list(close)[:3]) + "?") if close else ""
+    from understudy.envs.errors import user_error
+
+    raise user_error(f"Unknown BabyAI level '{name}' in '{env_id}'.{hint} Use a level name such as "
+                     f"babyai:GoToLocal (understudy.envs.list_envs()['babyai'] lists the levels) or a full id "
+                     f"such as babyai:BabyAI-GoToLocal-v0.")
+
+
 def resolve(env_id: str) -> Optional[str]:
+    if env_id.startswith(ALIAS_PREFIX):
+        return _resolve_alias(env_id)
     if not env_id.startswith(_PREFIXES):
         return None
     _register()
@@ -75,7 +114,9 @@ class MissionAsInstruction(gym.Wrapper):
         return {"image": obs["image"], "direction": obs["direction"]}, info
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
-        obs, info = self.env.reset(seed=seed, options=options)
+        # Level generation prints "Sampling rejected: ..." for every rejected layout; keep stdout clean.
+        with contextlib.redirect_stdout(io.StringIO()):
+            obs, info = self.env.reset(seed=seed, options=options)
         obs, info = self._split(obs, info)
         info["success"] = False
         return obs, info

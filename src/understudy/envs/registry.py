@@ -90,7 +90,9 @@ def make(env_id: str, *, seed: Optional[int] = None, task_bit: Optional[Sequence
          obs_noise: float = 0.0, render_mode: Optional[str] = None, **options) -> gym.Env:
     """Build an environment of any supported family, with the shared wrappers.
 
-    env_id: e.g. "Hopper-v5", "Pendulum-v1", "walker-walk", "BabyAI-GoToLocal-v0", "metaworld/reach-v3".
+    env_id: e.g. "Hopper-v5", "Pendulum-v1", "walker-walk", "BabyAI-GoToLocal-v0" (or "babyai:GoToLocal"),
+        "metaworld/reach-v3" (or "metaworld:reach-v3"). A suite id ("metaworld:MT10") names several
+        tasks, not one env: it raises UnderstudyError pointing at `understudy collect`.
     seed: used by the first reset() that is not given a seed, by action_space.sample(), and by the
         observation noise; later `reset(seed=s)` calls re-seed as usual.
     task_bit: (task_id, num_tasks): appends a one-hot of size num_tasks, 1 at task_id, to the observation.
