@@ -174,3 +174,9 @@ def test_cli_trains_evaluates_per_task_and_writes_eval_json(grid_data, tmp_path,
     assert "eval/success/GoToLocal-v0" in header and "train/loss" in header
     assert main(["train", "instruct", "--dataset", grid_data, "--seeds", "2", "--out", str(tmp_path / "x")]) == 2
     assert "one seed per run" in capsys.readouterr().err
+    # `understudy eval` recognises the export and evaluates it on its task (episode seeds as in training's eval)
+    result_file = tmp_path / "eval.json"
+    assert main(["eval", str(out / "final"), "--episodes", "2", "--seed", "10000", "--json", str(result_file)]) == 0
+    assert json.loads(result_file.read_text())["returns"] == final["returns"]
+    assert main(["eval", str(out / "final"), "--instructions", "held-out"]) == 2
+    assert "no held-out paraphrases" in capsys.readouterr().err

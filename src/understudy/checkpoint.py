@@ -181,6 +181,11 @@ def read_policy_files(directory: str | os.PathLike) -> tuple[dict, dict[str, np.
         raise UnderstudyError(f"Policy directory {directory} does not exist. Pass a directory holding policy.json and "
                               "policy.safetensors (a run's best/ or final/, or experts/<ENV_ID>/).")
     if not (directory / "policy.json").exists():
+        if (directory / "instruct_policy.json").exists():
+            raise UnderstudyError(f"{directory} holds an instruction-following policy (instruct_policy.json), which "
+                                  "needs an instruction and a window of observations: evaluate it with "
+                                  "`understudy eval DIR --env ID`, or load it with "
+                                  "understudy.instruct.policy.InstructPolicy.load.")
         seeds = sorted(p.name for p in directory.glob("seed*") if (p / "policy.json").exists())
         hint = (f" It holds one export per seed ({', '.join(seeds)}): pass one of those, e.g. {directory / seeds[0]}."
                 if seeds else " Pass a run's best/ or final/ directory.")

@@ -26,7 +26,8 @@ COMMANDS = {
     "report": "Markdown table (mean ± std, IQM with 95% CI, normalized score) from run directories.",
     "plot": "Plot evaluation return over training for run directories, with a CI band over seeds.",
     "language": "Language rewards: understudy language (corpus | train-reward | eval-reward) ...",
-    "study": "Run a whole study and write its report: understudy study NAME [options]. NAME: mountaincar-language",
+    "study": "Run a whole study and write its report: understudy study NAME [options]. NAME: mountaincar-language, "
+             "instruct-babyai, instruct-metaworld",
 }
 
 
@@ -53,6 +54,8 @@ class EvalArgs:
     """Also record one episode to this mp4 file (headless)."""
     json: Optional[str] = None
     """Write {returns, lengths, mean, std, success_rate} to this JSON file."""
+    instructions: Literal["train", "held-out"] = "train"
+    """Instruction-following policies on Meta-World: give the training paraphrases or the held-out ones."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +197,10 @@ def cmd_eval(argv: list[str]) -> None:
     from understudy.policy import load_policy
 
     args = tyro.cli(EvalArgs, args=argv, prog="understudy eval")
+    from understudy.instruct.policy import is_instruct_policy
+
+    if is_instruct_policy(args.policy_dir):
+        return _eval_instruct(args)
     policy = load_policy(args.policy_dir, seed=args.seed)
     env_id = args.env or policy.spec.env_id
     options = {k: v for k, v in policy.spec.options.items() if k == "task_bit"}
@@ -213,6 +220,27 @@ def cmd_eval(argv: list[str]) -> None:
         record_video(env_id, lambda o: policy(o, deterministic=not args.stochastic), args.video, episodes=1,
                      seed=args.seed, **options)
         print(f"video written to {args.video}")
+
+
+def _eval_instruct(args: EvalArgs) -> None:
+    import json as json_lib
+
+    from understudy.instruct.evaluate import evaluate_task, task_for_env
+    from understudy.instruct.policy import InstructPolicy
+
+    if args.video or args.obs_noise or args.stochastic:
+        raise UnderstudyError("--video, --obs-noise and --stochastic are not supported for instruction-following "
+                              "policies yet; drop them.")
+    policy = InstructPolicy.load(args.policy_dir)
+    task = task_for_env(policy, args.env)
+    result = evaluate_task(policy, task, episodes=args.episodes, seed=args.seed, instructions=args.instructions)
+    if result is None:
+        raise UnderstudyError(f"{task['env_id']} has no held-out paraphrases; use --instructions train.")
+    print(f"{task['env_id']} ({args.instructions} instructions): return {result['mean']:.2f} ± {result['std']:.2f} "
+          f"over {args.episodes} episodes, success rate {result['success_rate']:.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json_lib.dump(result, f, indent=2)
 
 
 def _check_env_matches(policy, env_id: str, options: dict) -> None:

@@ -114,3 +114,21 @@ def evaluate_tasks(policy, tasks: list[dict], *, episodes: int = 100, seed: int 
             if progress:
                 print(f"  {t['name']:<28} {instructions:<9} success {r['success_rate']:.2f}  return {r['mean']:.2f}")
     return results
+
+
+def task_for_env(policy, env_id: Optional[str]) -> dict:
+    """The policy's task for `env_id` (its own paraphrases and env options), or a new task on that env (the
+    instruction then comes from the env: BabyAI's mission, Meta-World's task text). No env: the only task."""
+    from understudy.envs import resolve
+
+    if env_id is None:
+        if len(policy.tasks) != 1:
+            names = ", ".join(t["env_id"] for t in policy.tasks)
+            raise UnderstudyError(f"This policy was trained on {len(policy.tasks)} tasks ({names}); pass --env with "
+                                  "the one to evaluate.")
+        return policy.tasks[0]
+    canonical = resolve(env_id)[1]
+    for t in policy.tasks:
+        if resolve(t["env_id"])[1] == canonical:
+            return t
+    return {"name": canonical.split("/")[-1], "env_id": canonical, "env_options": {}, "instructions": None}

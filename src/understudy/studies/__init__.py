@@ -1,6 +1,7 @@
 """Studies: one command runs a whole experiment (data, training, evaluation) and writes its report.
 
-Each study is a module with `main(argv)`; STUDIES maps the `understudy study NAME` names to them.
+Each study is a function `main(argv)`; STUDIES maps the `understudy study NAME` names to "module" (its `main`)
+or "module:function" (one module may hold several studies).
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ STUDIES: dict[str, tuple[str, str]] = {
     "mountaincar-language": ("understudy.studies.mountaincar_language",
                              "Note 000: captioned corpus, trajectory-sentence reward model, RL agents trained only on "
                              "a sentence's score, behaviour report (< 30 min on 2 CPU cores)"),
+    "instruct-babyai": ("understudy.studies.instruct:main_babyai",
+                        "Issue 7: BabyAI bot demos (GoToLocal, PickupLoc, PutNextLocal), one instruction-following "
+                        "policy per seed, per-level success against the targets"),
+    "instruct-metaworld": ("understudy.studies.instruct:main_metaworld",
+                           "Issue 7: Meta-World MT10 scripted demos (states or --images), one policy per seed, "
+                           "success on training instructions vs held-out paraphrases"),
 }
 
 
@@ -25,4 +32,5 @@ def main(argv: list[str]) -> None:
     name = argv[0]
     if name not in STUDIES:
         raise UnderstudyError(f"Unknown study {name!r}. Available: {', '.join(STUDIES)}.")
-    importlib.import_module(STUDIES[name][0]).main(argv[1:])
+    module, _, function = STUDIES[name][0].partition(":")
+    getattr(importlib.import_module(module), function or "main")(argv[1:])
