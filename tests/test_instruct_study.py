@@ -26,8 +26,8 @@ def fewer_bootstrap_resamples(monkeypatch):
 
 def test_babyai_study_end_to_end_resumes_and_rebuilds_its_report(tmp_path, capsys):
     out = tmp_path / "study"
-    args = BabyAIStudyArgs(out=str(out), demos=12, seeds=2, steps=10, eval_every=10, eval_episodes=1, workers=2,
-                           train_args=TINY, progress=False)
+    args = BabyAIStudyArgs(out=str(out), demos=12, seeds=2, steps=10, eval_every=10, eval_episodes=1,
+                           final_eval_episodes=1, workers=2, train_args=TINY, progress=False)
     results = run_study(args)
     for f in ("report.md", "results.json", "curves.png", "study.json", "data/manifest.json"):
         assert (out / f).exists(), f
@@ -201,7 +201,7 @@ def test_tiny_metaworld_study_end_to_end(tmp_path):
     """One Meta-World task, 2 demos, 10 updates (about 35 s): held-out paraphrases are evaluated and reported."""
     out = tmp_path / "mw"
     results = run_study(MetaWorldStudyArgs(out=str(out), suite="reach-v3", demos=2, seeds=1, steps=10, eval_every=10,
-                                           eval_episodes=1, train_args=TINY, progress=False))
+                                           eval_episodes=1, final_eval_episodes=1, train_args=TINY, progress=False))
     assert results["tasks"] == ["reach-v3"] and results["per_task"]["reach-v3"]["demos"] == 2
     train, held_out = (results["per_task"]["reach-v3"][k]["mean"] for k in ("train", "held-out"))
     assert results["per_task"]["reach-v3"]["gap"] == pytest.approx(train - held_out)

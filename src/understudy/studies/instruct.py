@@ -11,9 +11,9 @@
 3. report          report.md, results.json and curves.png, built from the run directories (`--report-only`
                    rebuilds them at any time, also while runs are going on).
 
-Evaluation: the training loop evaluates every `--eval-every` updates and once more at the end, each time on
-`--eval-episodes` episodes per task (one number for both, so intermediate evaluations cost as much as the
-final one; on Meta-World the final one runs twice: training instructions and held-out paraphrases).
+Evaluation: the training loop evaluates every `--eval-every` updates on `--eval-episodes` episodes per task (the
+curves), and at the end on `--final-eval-episodes` (default 100; on Meta-World twice: training instructions and
+held-out paraphrases), which the report's tables use.
 """
 
 from __future__ import annotations
@@ -50,8 +50,10 @@ class BabyAIStudyArgs:
     """Gradient updates per run."""
     eval_every: int = 10_000
     """Evaluate every N updates (and at the end)."""
-    eval_episodes: int = 100
-    """Episodes per task at every evaluation, intermediate and final alike (the loop takes one number)."""
+    eval_episodes: int = 20
+    """Episodes per task at each evaluation during training (the curves)."""
+    final_eval_episodes: int = 100
+    """Episodes per task in the final evaluation (the report's tables)."""
     train_args: str = ""
     """Extra `understudy train instruct` flags, as one string, e.g. "--d-model 256 --batch-size 512"."""
     workers: int = 1
@@ -85,8 +87,10 @@ class MetaWorldStudyArgs:
     """Gradient updates per run."""
     eval_every: int = 10_000
     """Evaluate every N updates (and at the end)."""
-    eval_episodes: int = 100
-    """Episodes per task at every evaluation, intermediate and final alike (the loop takes one number); each is up to 500 environment steps."""
+    eval_episodes: int = 20
+    """Episodes per task at each evaluation during training (the curves); each is up to 500 environment steps."""
+    final_eval_episodes: int = 100
+    """Episodes per task in the final evaluation (the report's tables), on training and held-out instructions."""
     train_args: str = ""
     """Extra `understudy train instruct` flags, as one string, e.g. "--d-model 256 --head gmm"."""
     workers: int = 1
@@ -210,7 +214,7 @@ def study_runs(args, plan: dict[str, dict]):
         raise UnderstudyError(f"--train-args {args.train_args!r} is not a valid command-line string ({e}); quote it "
                               "as one argument, e.g. --train-args \"--d-model 256 --batch-size 512\".") from None
     for flag in ("--out", "--resume", "--overwrite", "--seed", "--seeds", "--dataset", "--steps", "--eval-every",
-                 "--eval-episodes"):
+                 "--eval-episodes", "--final-eval-episodes"):
         if any(a == flag or a.startswith(flag + "=") for a in extra):
             raise UnderstudyError(f"--train-args must not contain {flag}: the study sets it (use the study's own "
                                   f"{flag} flag where it has one).")
@@ -218,7 +222,8 @@ def study_runs(args, plan: dict[str, dict]):
     for i in range(args.seeds):
         seed = args.seed + i
         cmd = ("train", "instruct", "--dataset", datasets, "--steps", str(args.steps), "--eval-every",
-               str(args.eval_every), "--eval-episodes", str(args.eval_episodes), "--seed", str(seed), "--no-progress",
+               str(args.eval_every), "--eval-episodes", str(args.eval_episodes), "--final-eval-episodes",
+               str(args.final_eval_episodes), "--seed", str(seed), "--no-progress",
                *extra)
         runs.append(Run(name=f"seed{seed}", args=cmd))
     return runs
@@ -269,8 +274,9 @@ def run_study(args) -> dict:
         results = write_instruct_report(out, name)
         _log(f"report rebuilt: {out / 'report.md'}")
         return results
-    if args.seeds < 1 or args.demos < 1 or args.steps < 1 or args.eval_episodes < 1 or args.eval_every < 1:
-        raise UnderstudyError("--seeds, --demos, --steps, --eval-every and --eval-episodes must all be at least 1.")
+    if min(args.seeds, args.demos, args.steps, args.eval_episodes, args.final_eval_episodes, args.eval_every) < 1:
+        raise UnderstudyError("--seeds, --demos, --steps, --eval-every, --eval-episodes and --final-eval-episodes must "
+                              "all be at least 1.")
     plan = dataset_plan(args)
     runs = study_runs(args, plan)
     out.mkdir(parents=True, exist_ok=True)

@@ -281,7 +281,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Config, run: RunArgs, *, method
         return {}
     policy = policy_of(state)
     policy.save(run_dir / "final")
-    final = final_evaluation(policy, cfg, evaluate, run.eval_episodes)
+    final = final_evaluation(policy, cfg, evaluate, cfg.final_eval_episodes or run.eval_episodes)
     summary = {"method": method, "algo": algo_name, "env_id": suite, "step": step,
                "time_s": round(elapsed_before + time.time() - started, 2), "devices": int(mesh.size),
                "dataset": {"path": run.dataset, "episodes": int(ds.num_episodes), "steps": int(ds.num_steps)},
