@@ -180,3 +180,38 @@ def test_cli_trains_evaluates_per_task_and_writes_eval_json(grid_data, tmp_path,
     assert json.loads(result_file.read_text())["returns"] == final["returns"]
     assert main(["eval", str(out / "final"), "--instructions", "held-out"]) == 2
     assert "no held-out paraphrases" in capsys.readouterr().err
+
+
+def test_state_observations_continuous_head_normalizer_and_reload(tmp_path):
+    """The state path: normalized observations (statistics saved with the policy), a continuous head, actions
+    mapped back to the env's bounds, identical actions after save/load."""
+    from understudy.envs import make_spec
+    from understudy.instruct.policy import InstructPolicy
+    from understudy.train.instruct import initial_state, make_update_many, prepare
+
+    spec = make_spec("Pendulum-v1")  # obs 3-d, actions in [-2, 2]
+    rng = np.random.default_rng(0)
+    episodes = [{"observations": 10 + 5 * rng.standard_normal((6, 3)).astype(np.float32),
+                 "actions": np.full((5, 1), 1.5 if e % 2 else -1.5, np.float32), "rewards": np.zeros(5),
+                 "terminations": [False] * 5, "truncations": [False] * 4 + [True],
+                 "instruction": ["swing left", "swing right"][e % 2]} for e in range(8)]
+    path = tmp_path / "state"
+    save_dataset(Dataset.from_episodes(episodes, metadata={"env_id": spec.env_id, "spec": spec.to_dict()}), path)
+    cfg = Config(d_model=32, num_layers=1, num_heads=2, head_hidden_dims=(32,), batch_size=16, warmup_steps=5,
+                 learning_rate=3e-3)
+    setup = prepare(cfg, RunArgs(dataset=str(path)))
+    assert setup["net"].obs_kind == "state" and setup["net"].head == "mse"
+    assert abs(setup["normalizer"]["mean"].mean() - 10) < 2  # fitted on the raw observations
+    tx, state, key = initial_state(cfg, setup, 200, 0)
+    update_many = make_update_many(setup["net"], tx, setup["data"], setup["table"], cfg, setup["mesh"])
+    for _ in range(2):
+        state, key, _ = update_many(state, key, num_updates=100)
+    policy = InstructPolicy(setup["net"], jax.device_get(state.params), setup["encoder"], setup["spec"],
+                            setup["normalizer"], setup["tasks"])
+    policy.save(tmp_path / "p")
+    loaded = InstructPolicy.load(tmp_path / "p")
+    obs = np.stack([episodes[0]["observations"][:4]] * 2)
+    actions = loaded.act(obs, np.ones((2, 4), np.float32), ["swing left", "swing right"])
+    np.testing.assert_array_equal(actions, policy.act(obs, np.ones((2, 4), np.float32), ["swing left", "swing right"]))
+    # the instruction alone decides the action here, in env units (±1.5 within Pendulum's ±2)
+    assert actions[0, 0] < -1.0 and actions[1, 0] > 1.0

@@ -45,7 +45,7 @@ class Config:
     max_instruction_tokens: int = 16
     """Instruction tokens kept (longer instructions are cut)."""
     film: bool = True
-    """FiLM-condition the BabyAI grid encoder on the instruction (as BabyAI's own models do)."""
+    """FiLM-condition the observation encoder (BabyAI grid, state MLP) on the instruction, as BabyAI's own models do."""
     batch_size: int = 256
     """Windows per update (the global batch: it is split across devices)."""
     learning_rate: float = 3e-4

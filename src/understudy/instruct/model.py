@@ -8,7 +8,7 @@ observation tokens at positions <= j (causal), never to padding. Padding (window
 episode started, instruction positions past the sentence) is marked by masks.
 
 Observation encoders by kind:
-  "state"  a flat float vector (normalized outside the network) -> MLP -> token
+  "state"  a flat float vector (normalized outside the network) -> MLP, FiLM-conditioned on the instruction -> token
   "grid"   BabyAI's symbolic 7x7x3 view + direction: per-cell embeddings (object, colour, state) plus a learned
            cell position, two per-cell layers FiLM-conditioned on the instruction (BabyAI's own conditioning),
            flattened -> token
@@ -101,13 +101,19 @@ class GridEncoder(nn.Module):
 
 
 class StateEncoder(nn.Module):
+    """MLP on the state; with `film`, its hidden layer is FiLM-conditioned on the instruction, so the task the
+    instruction names shapes the observation token itself (states of different tasks can look alike)."""
+
     d_model: int
     hidden: int = 256
+    film: bool = True
 
     @nn.compact
     def __call__(self, obs: jax.Array, condition: jax.Array) -> jax.Array:
-        x = nn.relu(nn.Dense(self.hidden)(jnp.asarray(obs, jnp.float32)))
-        return nn.Dense(self.d_model)(x)
+        x = nn.Dense(self.hidden)(jnp.asarray(obs, jnp.float32))
+        if self.film:
+            x = FiLM()(x, condition)
+        return nn.Dense(self.d_model)(nn.relu(x))
 
 
 class PixelEncoder(nn.Module):
@@ -160,7 +166,7 @@ class InstructNet(nn.Module):
                                         (self.max_instruction_tokens, self.d_model))
         self.step_position = self.param("step_position", nn.initializers.normal(0.02), (self.window, self.d_model))
         encoder = ENCODERS[self.obs_kind]
-        self.encoder = encoder(self.d_model, film=self.film) if self.obs_kind == "grid" else encoder(self.d_model)
+        self.encoder = encoder(self.d_model) if self.obs_kind == "pixels" else encoder(self.d_model, film=self.film)
         self.blocks = [Block(self.d_model, self.num_heads) for _ in range(self.num_layers)]
         self.final_norm = nn.LayerNorm()
         self.action_head = make_head(self.head, action_dim=self.action_dim, hidden_dims=self.head_hidden_dims,
