@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from understudy.language.reward_model import masked_mean
 from understudy.nets.heads import make_head
 
 GRID_VOCAB = 16  # minigrid's object (11), colour (6) and state (3) ids all fit
@@ -41,12 +42,6 @@ def attention_mask(instruction_mask: jax.Array, window_mask: jax.Array) -> jax.A
     allowed = jnp.where(is_text[:, None], is_text[None, :],
                         is_text[None, :] | (position[None, :] <= position[:, None]))  # [L+W, L+W]
     return (allowed[None] & key_valid[:, None, :])[:, None]
-
-
-def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
-    """Mean of x [..., L, D] over the positions where mask [..., L] is 1."""
-    mask = mask.astype(x.dtype)[..., None]
-    return (x * mask).sum(-2) / jnp.maximum(mask.sum(-2), 1.0)
 
 
 class Block(nn.Module):

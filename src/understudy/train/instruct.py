@@ -30,7 +30,7 @@ from understudy.instruct.model import InstructNet, init_params, observation_kind
 from understudy.instruct.policy import InstructPolicy, normalize_observation
 from understudy.instruct.text import InstructionEncoder, instruction_table
 from understudy.policy import from_env_action
-from understudy.train.common import RunArgs, eval_steps, prepare_run_dir, run_config
+from understudy.train.common import RunArgs, eval_steps, mean_metrics, prepare_run_dir, run_config
 from understudy.types import EnvSpec, UnderstudyError
 
 UPDATES_PER_CALL = 500
@@ -265,8 +265,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Config, run: RunArgs, *, method
         policy = policy_of(state)
         results = evaluate(policy, "train", run.eval_episodes)
         row = {"time_s": round(elapsed_before + time.time() - started, 2),
-               **{f"train/{k}": float(np.mean(np.concatenate([np.ravel(m[k]) for m in collected])))
-                  for k in collected[0]},
+               **mean_metrics({k: np.concatenate([np.ravel(m[k]) for m in collected]) for k in collected[0]}),
                **summarize(results, "eval")}
         logger.log(step, row)
         progress.update(step, f"success {row['eval/success_rate']:.2f}")
