@@ -162,11 +162,16 @@ def _config_differences(saved: dict, new: dict) -> list[str]:
     # A run flag that a newer understudy added is absent from an older run's config; left at its default it
     # changes nothing, so such a run still resumes.
     run_defaults = {f.name: f.default for f in dataclasses.fields(RunArgs) if f.default is not dataclasses.MISSING}
+    # Without a language reward the reward-shaping flags are unused, whatever an older version recorded for them.
+    uses_language_reward = any(saved.get("run", {}).get(k) or new.get("run", {}).get(k)
+                               for k in ("reward_text", "reward_model"))
     diffs = []
     for section in ("config", "run"):
         a, b = saved.get(section, {}), new.get(section, {})
         for k in sorted(set(a) | set(b)):
             if section == "run" and k not in a and k in run_defaults and b.get(k) == run_defaults[k]:
+                continue
+            if section == "run" and k.startswith("reward_") and not uses_language_reward:
                 continue
             if k not in ignore and a.get(k) != b.get(k):
                 diffs.append(f"{section}.{k} ({a.get(k)!r} -> {b.get(k)!r})")
