@@ -149,8 +149,8 @@ def test_same_seed_and_config_give_the_same_result(sac_run, tmp_path):
     assert main(["train", "sac", "--env", "Pendulum-v1", "--out", str(again), "--seeds", "2", *TINY_SAC]) == 0
     results = [json.loads((run / "eval.json").read_text())["final"]["seeds"] for run in (sac_run, again)]
     assert [s["returns"] for s in results[0]] == [s["returns"] for s in results[1]]
-    evals = [[{k: v for k, v in row.items() if k.startswith("eval/")} for row in csv.DictReader(open(run / "metrics.csv"))]
-             for run in (sac_run, again)]
+    evals = [[{k: v for k, v in row.items() if k.startswith("eval/")}
+              for row in csv.DictReader(open(run / "metrics.csv"))] for run in (sac_run, again)]
     assert len(evals[0]) == 2 and evals[0] == evals[1]
 
 

@@ -126,12 +126,12 @@ def test_corpus_is_captioned_consistently(corpus):
 
 @pytest.fixture(scope="module")
 def trained(corpus, tmp_path_factory):
-    from understudy.language.train_reward import RewardTrainConfig, train_reward_model
-
+    """The reward model every test below shares, trained through `understudy language train-reward` (compiling
+    a reward model's training takes most of a test's time, so it is trained once)."""
     out = tmp_path_factory.mktemp("rm") / "run"
-    report = train_reward_model(RewardTrainConfig(corpus=corpus[1], out=str(out), steps=40, batch_size=16,
-                                                  embed_dim=16, num_heads=2, updates_per_call=20, progress=False))
-    return out, report
+    assert _cli("language", "train-reward", "--corpus", corpus[1], "--out", out, "--steps", 40, "--batch-size", 16,
+                "--embed-dim", 16, "--num-heads", 2, "--updates-per-call", 20, "--no-progress") == 0
+    return out, json.loads((out / "eval.json").read_text())
 
 
 def test_reward_training_writes_model_metrics_and_eval(trained):
@@ -274,14 +274,14 @@ def _cli(*args):
     return main([str(a) for a in args])
 
 
-def test_cli_corpus_train_eval_and_rl_from_a_sentence(tmp_path, capsys):
+def test_cli_corpus_train_eval_and_rl_from_a_sentence(trained, tmp_path, capsys):
     corpus = tmp_path / "corpus"
     assert _cli("language", "corpus", "mountaincar", "--episodes", 12, "--out", corpus, "--no-progress") == 0
     assert _cli("language", "corpus", "mountaincar", "--episodes", 12, "--out", corpus) == 2  # never overwritten
     assert "already exists" in capsys.readouterr().err
-    rm = tmp_path / "rm"
-    assert _cli("language", "train-reward", "--corpus", corpus, "--out", rm, "--steps", 10, "--batch-size", 8,
-                "--embed-dim", 16, "--num-heads", 2, "--updates-per-call", 10, "--no-progress") == 0
+    rm = trained[0]  # written by `understudy language train-reward` (the fixture)
+    assert _cli("language", "train-reward", "--corpus", corpus, "--out", rm, "--steps", 10, "--no-progress") == 2
+    assert "--overwrite" in capsys.readouterr().err  # a trained model is never replaced by accident
     assert _cli("language", "eval-reward", rm, "--corpus", corpus, "--json", tmp_path / "e.json") == 0
     assert json.loads((tmp_path / "e.json").read_text())["episodes"] == 12
     run = tmp_path / "dqn"
@@ -328,8 +328,9 @@ def test_continuous_variant_with_sac(tmp_path):
     """MountainCarContinuous: a corpus with force actions, a reward model over them, SAC on its score."""
     corpus, rm, run = tmp_path / "corpus", tmp_path / "rm", tmp_path / "sac"
     assert _cli("language", "corpus", "mountaincar-continuous", "--episodes", 6, "--out", corpus, "--no-progress") == 0
+    # the shared model's width and heads: its layers' initializations are already compiled (when run with it)
     assert _cli("language", "train-reward", "--corpus", corpus, "--out", rm, "--steps", 2, "--batch-size", 4,
-                "--embed-dim", 8, "--num-heads", 1, "--chunk", 50, "--updates-per-call", 2, "--no-progress") == 0
+                "--embed-dim", 16, "--num-heads", 2, "--chunk", 50, "--updates-per-call", 2, "--no-progress") == 0
     desc = json.loads((rm / "model" / "reward_model.json").read_text())
     assert desc["trajectory"]["num_actions"] == 0 and desc["trajectory"]["action_dim"] == 1
     assert desc["trajectory"]["max_steps"] == 1000

@@ -131,7 +131,11 @@ def test_report_without_reference_drops_columns(tmp_path):
     assert "| Hopper-v5 | iql | 1 (2 ep each) | 1000 | 1.50 ± 0.00 | 1.50 [1.50, 1.50] |" in report
 
 
-def test_write_report_and_errors(runs, tmp_path):
+def test_write_report_and_errors(runs, tmp_path, monkeypatch):
+    import understudy.eval.report as report_module
+
+    # the confidence intervals' numbers are test_report_numbers' business: fewer resamples here, same report
+    monkeypatch.setattr(report_module, "BOOTSTRAP_REPS", 100)
     out = os.path.join(str(tmp_path), "out", "report.md")
     text = write_report(runs, out)
     assert open(out).read() == text

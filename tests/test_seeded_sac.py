@@ -26,10 +26,14 @@ SMALL = dict(hidden_dims=(32, 32), batch_size=32)
 
 @pytest.fixture(scope="module")
 def expert_dir(tmp_path_factory):
-    """A policy export (an untrained SAC actor: the contract does not need a good expert)."""
-    cfg = sac.Config(**SMALL)
-    head, params = sac.policy_export(cfg, sac.init(cfg, SPEC, jax.random.PRNGKey(7)))
-    return export_policy(tmp_path_factory.mktemp("expert") / "policy", head_config=head, params=params, spec=SPEC)
+    """A policy export (an untrained SAC actor: the contract does not need a good expert).
+
+    It is the SAC actor of an agent made with the very config the tests below use, `config(expert_dir)`, so
+    their initializations reuse the compiled one."""
+    path = tmp_path_factory.mktemp("expert") / "policy"
+    cfg = config(path)
+    head, params = seeded_sac.policy_export(cfg, seeded_sac.init(cfg, SPEC, jax.random.PRNGKey(7)))
+    return export_policy(path, head_config=head, params=params, spec=SPEC)
 
 
 def config(expert, **kw):

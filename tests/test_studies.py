@@ -8,8 +8,9 @@ import pytest
 from understudy.studies.runner import Run, command_for, run_grid
 from understudy.types import UnderstudyError
 
+# learning starts at the last step: the runner only needs finished runs, and no update is compiled in each process
 TINY_DQN = ("train", "dqn", "--env", "CartPole-v1", "--steps", "200", "--eval-every", "200", "--eval-episodes", "1",
-            "--learning-starts", "100", "--hidden-dims", "16", "--no-tensorboard", "--no-progress")
+            "--learning-starts", "200", "--hidden-dims", "16", "--no-tensorboard", "--no-progress")
 
 
 def test_runner_runs_skips_and_reports_failures(tmp_path):
