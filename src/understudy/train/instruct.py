@@ -279,7 +279,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Config, run: RunArgs, *, method
     progress = Progress(run.steps, f"{method} {suite}", start=start, enabled=run.progress and main_process)
     best = meta.get("best")
     elapsed_before, started = float(meta.get("time_s", 0.0)), time.time()
-    step = start
+    step, last_evaluation = start, None
     for mark in eval_steps(run.steps, run.eval_every, start):
         collected = []
         while step < mark:
@@ -292,6 +292,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Config, run: RunArgs, *, method
             continue
         policy = policy_of(state)
         results = evaluate(policy, "train", run.eval_episodes)
+        last_evaluation = (step, results)
         row = {"time_s": round(elapsed_before + time.time() - started, 2),
                **mean_metrics({k: np.concatenate([np.ravel(m[k]) for m in collected]) for k in collected[0]}),
                **summarize(results, "eval")}
@@ -308,7 +309,11 @@ def train(algo_name: str, algo: ModuleType, cfg: Config, run: RunArgs, *, method
         return {}
     policy = policy_of(state)
     policy.save(run_dir / "final")
-    final = final_evaluation(policy, cfg, evaluate, cfg.final_eval_episodes or run.eval_episodes)
+    final_episodes = cfg.final_eval_episodes or run.eval_episodes
+    # the loop evaluated this very policy at its last step: with as many episodes, that is the final result
+    known = ({"train": last_evaluation[1]} if last_evaluation and last_evaluation[0] == step
+             and final_episodes == run.eval_episodes else None)
+    final = final_evaluation(policy, cfg, evaluate, final_episodes, known=known)
     summary = {"method": method, "algo": algo_name, "env_id": suite, "step": step,
                "time_s": round(elapsed_before + time.time() - started, 2), "devices": int(mesh.size),
                "dataset": {"path": run.dataset, "episodes": int(ds.num_episodes), "steps": int(ds.num_steps)},
@@ -332,12 +337,16 @@ def summarize(results: dict, prefix: str) -> dict:
     return row
 
 
-def final_evaluation(policy, cfg: Config, evaluate, episodes: int) -> dict:
-    """The final policy on the training instructions and/or held-out paraphrases; per task and averaged."""
+def final_evaluation(policy, cfg: Config, evaluate, episodes: int, known: dict | None = None) -> dict:
+    """The final policy on the training instructions and/or held-out paraphrases; per task and averaged.
+
+    known: {instructions: results} already measured on this policy with these episodes (the loop's last
+    evaluation; evaluation is deterministic), used instead of evaluating again.
+    """
     out: dict = {}
     which = ["train", "held-out"] if cfg.eval_instructions == "both" else [cfg.eval_instructions]
     for instructions in which:
-        results = evaluate(policy, instructions, episodes)
+        results = (known or {}).get(instructions) or evaluate(policy, instructions, episodes)
         if not results:
             continue
         out[instructions] = {"success_rate": float(np.mean([r["success_rate"] for r in results.values()])),
