@@ -52,7 +52,8 @@ def write_wordnet(root, crlf=False):
         index = header
         for lemma in sorted(lemmas):
             senses = SENSE_ORDER.get((pos, lemma), lemmas[lemma])
-            index += f"{lemma} {pos} {len(senses)} 0 {len(senses)} 0 " + " ".join(f"{offsets[k]:08d}" for k in senses) + "\n"
+            synsets = " ".join(f"{offsets[k]:08d}" for k in senses)
+            index += f"{lemma} {pos} {len(senses)} 0 {len(senses)} 0 {synsets}\n"
         (root / f"index.{POS[pos]}").write_text(index)
     (root / "verb.exc").write_text("drove drive\n")
     return root

