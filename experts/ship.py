@@ -5,7 +5,7 @@
 
 It copies the run's export (`best/` by default), evaluates it over 100 deterministic episodes exactly as
 `understudy eval EXPORT --env ID --episodes 100 --seed 0 --json F` does, measures the uniform-random policy
-over 100 episodes, picks the medium snapshot (the one whose logged evaluation return is closest to one third
+over 100 episodes, picks the medium snapshot (the one whose recorded evaluation return is closest to one third
 of the expert's normalized return, unless --medium-step names one) with its replay buffer, and writes
 expert.json. It refuses to replace an existing expert directory unless --overwrite is given.
 """
@@ -21,20 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
+from understudy.data.recipes import REPLAY_FILE, References, Sources, pick_medium
 from understudy.eval.rollouts import evaluate_policy, evaluate_seeds
 from understudy.policy import load_policy
 
 EXPORT_FILES = ("policy.json", "policy.safetensors")
 
 
-def logged_evaluations(run: Path) -> dict[int, tuple[float, float]]:
-    """step -> (eval/return, time_s) from the run's metrics.csv."""
-    rows = {}
+def wall_time_at(run: Path, step: int) -> float | None:
+    """time_s of the run's metrics.csv row at `step` (None when there is none)."""
     with open(run / "metrics.csv") as f:
-        for row in csv.DictReader(f):
-            if row.get("eval/return"):
-                rows[int(row["step"])] = (float(row["eval/return"]), float(row["time_s"]))
-    return rows
+        return next((float(row["time_s"]) for row in csv.DictReader(f) if int(row["step"]) == step), None)
 
 
 def random_return(env_id: str, episodes: int) -> dict:
@@ -66,49 +63,50 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.out} exists; pass --overwrite to replace it.", file=sys.stderr)
         return 2
     source = args.run / args.export
-    meta = json.loads((source / "policy.json").read_text())
-    step = int(meta["metadata"]["step"])
-    logged = logged_evaluations(args.run)
+    step = int(json.loads((source / "policy.json").read_text())["metadata"]["step"])
 
     policy = load_policy(source, seed=0)
     expert = evaluate_policy(policy, args.env, episodes=args.episodes, seed=0, env_options={}, deterministic=True)
     rand = random_return(args.env, args.episodes)
     print(f"{args.env}: expert {expert['mean']:.1f} ± {expert['std']:.1f}, random {rand['mean']:.1f}")
 
-    third = rand["mean"] + (expert["mean"] - rand["mean"]) / 3
-    snapshots = {int(d.name.split("_")[1]): d for d in (args.run / "snapshots").glob("step_*")}
-    medium_step = args.medium_step
-    if medium_step is None:
-        medium_step = min((s for s in snapshots if s in logged), key=lambda s: abs(logged[s][0] - third))
+    # the recipes' own choice of medium policy, from the snapshots' recorded evaluation returns
+    refs = References(rand["mean"], expert["mean"], "random", "expert")
+    medium_policy = None if args.medium_step is None else args.run / "snapshots" / f"step_{args.medium_step}"
+    snapshots = tuple(sorted(d for d in (args.run / "snapshots").glob("step_*") if (d / "policy.json").exists()))
+    medium = pick_medium(Sources(expert=source, medium=medium_policy, snapshots=snapshots, origin=args.run), refs)
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "medium").mkdir(exist_ok=True)
     for name in EXPORT_FILES:
         shutil.copy2(source / name, args.out / name)
-        shutil.copy2(snapshots[medium_step] / name, args.out / "medium" / name)
-    has_replay = (snapshots[medium_step] / "replay.safetensors").exists()
+        shutil.copy2(medium.export / name, args.out / "medium" / name)
+    has_replay = (medium.export / REPLAY_FILE).exists()
     if has_replay:
-        shutil.copy2(snapshots[medium_step] / "replay.safetensors", args.out / "medium" / "replay.safetensors")
+        shutil.copy2(medium.export / REPLAY_FILE, args.out / "medium" / REPLAY_FILE)
+    time_s = wall_time_at(args.run, step)
 
     record = {
         "env_id": args.env, "algo": json.loads((args.run / "config.json").read_text())["algo"],
         "command": args.command, "steps": step, "export": f"{args.export}/ of the run at step {step}",
-        "wall_time_s": round(logged[step][1], 2) if step in logged else None,
+        "wall_time_s": None if time_s is None else round(time_s, 2),
         "evaluation": f"understudy eval experts/{args.env} --env {args.env} --episodes {args.episodes} --seed 0 "
                       "--json F (deterministic actions)",
         **{k: expert[k] for k in ("returns", "lengths", "mean", "std", "success_rate")},
         "random_return": rand["mean"], "random_std": rand["std"],
         "random_evaluation": f"uniform random actions, {args.episodes} episodes, env seeds 0..{args.episodes - 1} "
                              "(understudy.eval.rollouts.evaluate_seeds)",
-        "medium": {"path": "medium/", "source": f"snapshots/step_{medium_step} of the same run",
-                   "eval_return_10_episodes": round(logged[medium_step][0], 2),
-                   "why": f"the snapshot closest to one third of the expert's normalized return (about {third:.0f})"},
+        "medium": {"path": "medium/", "source": f"{medium.export.relative_to(args.run)} of the same run",
+                   "eval_return_10_episodes": round(medium.eval_return, 2),
+                   "why": "chosen with --medium-step" if medium.target is None else "the snapshot closest to one "
+                          f"third of the expert's normalized return (about {medium.target:.0f})"},
     }
     if has_replay:
+        medium_step = json.loads((medium.export / "policy.json").read_text())["metadata"]["step"]
         record["medium"]["replay"] = (f"medium/replay.safetensors holds the replay buffer's {medium_step} transitions "
                                       "at that step (medium-replay recipe)")
     (args.out / "expert.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out} (medium: step {medium_step}, logged return {logged[medium_step][0]:.1f})")
+    print(f"wrote {args.out} (medium: {medium.export.name}, recorded return {medium.eval_return:.1f})")
     return 0
 
 

