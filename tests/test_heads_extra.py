@@ -15,7 +15,7 @@ from understudy.checkpoint import export_policy
 from understudy.nets.heads import HEADS, head_config, is_discrete_head, make_head
 from understudy.nets.heads.autoregressive import action_to_bin, bin_cell, bin_centre
 from understudy.nets.heads.diffusion import beta_schedule, ddpm_constants, draw_step_and_noise, forward_noise
-from understudy.nets.heads.gmm import gmm_log_prob
+from understudy.nets.heads.gmm import beta_gmm_nll, gmm_log_prob
 from understudy.policy import load_policy, to_env_action
 from understudy.types import ArraySpec, EnvSpec, UnderstudyError
 
@@ -189,6 +189,27 @@ def test_gmm_with_one_component_is_a_gaussian():
     np.testing.assert_allclose(head.apply(params, obs, actions, method="log_prob"),
                                stats.norm.logpdf(actions, head_means[:, 0], np.exp(head_log_stds[:, 0])).sum(-1),
                                rtol=1e-4, atol=1e-4)
+
+
+def test_gmm_beta_nll_keeps_the_nll_gradient_at_small_beta_and_is_beta_nll_for_one_component():
+    rng = np.random.default_rng(2)
+    k = 4
+    logits = rng.normal(size=(B, k)).astype(np.float32)
+    means = rng.uniform(-1, 1, size=(B, k, ACTION_DIM)).astype(np.float32)
+    log_stds = rng.uniform(-2, 0, size=(B, k, ACTION_DIM)).astype(np.float32)
+    action = rng.uniform(-1, 1, size=(B, ACTION_DIM)).astype(np.float32)
+    np.testing.assert_allclose(beta_gmm_nll(logits, means, log_stds, action, 0.0),
+                               -_numpy_gmm_log_prob(logits, means, log_stds, action), rtol=1e-5, atol=1e-5)
+    # The EM form with fixed responsibilities has the NLL's gradient (weights -> 1 as beta -> 0).
+    def total(fn):
+        return jax.grad(lambda l, m, s: jnp.sum(fn(l, m, s)), argnums=(0, 1, 2))(logits, means, log_stds)
+    nll_grads = total(lambda l, m, s: -gmm_log_prob(l, m, s, action))
+    em_grads = total(lambda l, m, s: beta_gmm_nll(l, m, s, action, 1e-9))
+    for got, want in zip(em_grads, nll_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # One component: exactly the Gaussian beta-NLL.
+    np.testing.assert_allclose(beta_gmm_nll(logits[:, :1], means[:, :1], log_stds[:, :1], action, 0.5),
+                               losses.beta_gaussian_nll(means[:, 0], log_stds[:, 0], action, 0.5), rtol=1e-5)
 
 
 def test_gmm_mode_is_the_most_probable_components_mean_and_samples_follow_the_weights():
@@ -370,9 +391,12 @@ def test_bc_passes_head_options_to_the_head_and_its_export():
     from understudy.algos import bc
 
     for head, option, field, value in (("gmm", "num_components", "num_components", 3),
+                                       ("gmm", "nll_beta", "nll_beta", 0.25),
+                                       ("gaussian", "nll_beta", "nll_beta", 0.0),
                                        ("diffusion", "diffusion_steps", "num_steps", 4),
                                        ("autoregressive", "num_bins", "num_bins", 7)):
         cfg = bc.Config(head=head, hidden_dims=(8,), **{option: value})
         assert getattr(bc._head(cfg, 2), field) == value
-        assert bc.head_options(cfg) == {field: value}
+        assert bc.head_options(cfg)[field] == value
+    assert bc.head_options(bc.Config(head="gmm")) == {"num_components": 5, "nll_beta": 0.5}
     assert bc.head_options(bc.Config(head="mse")) == {}

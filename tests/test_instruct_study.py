@@ -19,9 +19,11 @@ LEVELS = ["GoToLocal-v0", "PickupLoc-v0", "PutNextLocal-v0"]
 
 @pytest.fixture(autouse=True)
 def fewer_bootstrap_resamples(monkeypatch):
+    import understudy.studies.common as common
     import understudy.studies.instruct_report as report
 
-    monkeypatch.setattr(report, "BOOTSTRAP_REPS", 200)  # the CIs' values are not under test; their time is
+    for module in (common, report):  # the CIs' values are not under test; their time is
+        monkeypatch.setattr(module, "BOOTSTRAP_REPS", 200)
 
 
 def test_babyai_study_end_to_end_resumes_and_rebuilds_its_report(tmp_path, capsys):
@@ -74,10 +76,11 @@ def test_babyai_study_end_to_end_resumes_and_rebuilds_its_report(tmp_path, capsy
 
 
 def test_train_args_are_passed_through_but_may_not_override_the_study(tmp_path):
-    from understudy.studies.instruct import _parse, dataset_plan
+    from understudy.studies.common import parse_study_args
+    from understudy.studies.instruct import dataset_plan
 
-    args = _parse(BabyAIStudyArgs, ["--out", str(tmp_path), "--seeds", "2", "--seed", "5", "--train-args",
-                                    "--d-model 64 --head gmm"], "x")
+    args = parse_study_args(BabyAIStudyArgs, ["--out", str(tmp_path), "--seeds", "2", "--seed", "5", "--train-args",
+                                              "--d-model 64 --head gmm"], "x")
     assert args.train_args == "--d-model 64 --head gmm"
     runs = study_runs(args, dataset_plan(args))
     assert [r.name for r in runs] == ["seed5", "seed6"]

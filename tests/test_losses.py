@@ -25,6 +25,24 @@ def test_gaussian_log_prob_and_nll_match_scipy():
     np.testing.assert_allclose(losses.gaussian_nll(mean, log_std, x), -expected, rtol=1e-5)
 
 
+def test_beta_nll_is_the_nll_at_beta_zero_and_weights_each_dimension_by_std_power():
+    mean = RNG.normal(size=(6, 4)).astype(np.float32)
+    log_std = RNG.uniform(-2, 1, size=(6, 4)).astype(np.float32)
+    x = RNG.normal(size=(6, 4)).astype(np.float32)
+    np.testing.assert_allclose(losses.beta_gaussian_nll(mean, log_std, x, 0.0), losses.gaussian_nll(mean, log_std, x),
+                               rtol=1e-6)
+    per_dim_nll = -stats.norm.logpdf(x, loc=mean, scale=np.exp(log_std))
+    expected = (per_dim_nll * np.exp(log_std) ** (2 * 0.5)).sum(-1)  # std^(2 beta) at beta = 0.5
+    np.testing.assert_allclose(losses.beta_gaussian_nll(mean, log_std, x, 0.5), expected, rtol=1e-5)
+    # At beta = 1 the weight cancels the 1/std^2: the mean's gradient is MSE's, (mean - x) per element.
+    grad = jax.grad(lambda m: jnp.sum(losses.beta_gaussian_nll(m, log_std, x, 1.0)))(mean)
+    np.testing.assert_allclose(grad, mean - x, rtol=1e-5, atol=1e-6)
+    # The weight is a constant to the std's gradient too: d/dlog_std = std^(2 beta) (1 - z^2).
+    z2 = ((x - mean) / np.exp(log_std)) ** 2
+    grad_log_std = jax.grad(lambda s: jnp.sum(losses.beta_gaussian_nll(mean, s, x, 0.5)))(log_std)
+    np.testing.assert_allclose(grad_log_std, np.exp(log_std) * (1 - z2), rtol=1e-4, atol=1e-5)
+
+
 def test_log_one_minus_tanh_sq_is_exact_and_stable():
     u = np.array([-30.0, -3.0, -0.5, 0.0, 0.7, 4.0, 30.0], np.float32)
     got = np.asarray(losses.log_one_minus_tanh_sq(jnp.asarray(u)))

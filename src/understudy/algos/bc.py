@@ -29,6 +29,8 @@ class Config:
     """Action head: mse, gaussian, tanh-gaussian, gmm, diffusion, autoregressive (continuous actions) or categorical (discrete actions)."""
     num_components: int = 5
     """--head gmm: mixture components."""
+    nll_beta: float = 0.5
+    """--head gaussian and gmm: the beta-NLL loss (Seitzer et al. 2022), each dimension's NLL weighted by std^(2 beta), so the mean keeps fitting where the std is wide; 0 is the plain negative log-likelihood (on 25 Hopper expert episodes: 0.22 of the expert's normalized return with 0, 1.00 with 0.5; docs/results/bc-hopper)."""
     diffusion_steps: int = 10
     """--head diffusion: denoising steps T of the DDPM."""
     num_bins: int = 20
@@ -45,6 +47,10 @@ class Config:
     """(observation, action) pairs per gradient update."""
     normalize_observations: bool = True
     """Standardize observations with dataset mean/std (applied by the training loop, saved in the export)."""
+    validation_fraction: float = 0.0
+    """Hold out this fraction of the dataset's episodes (whole episodes, fixed split) and log their loss (val/loss) at every evaluation; 0 trains on everything."""
+    early_stopping_patience: int = 0
+    """Stop once the validation loss has not improved for this many evaluations (every seed), and export each seed's lowest-validation-loss state as final/; 0 disables. Needs --validation-fraction."""
 
 
 class State(struct.PyTreeNode):
@@ -59,7 +65,7 @@ class State(struct.PyTreeNode):
 
 def head_options(cfg: Config) -> dict:
     """The options of the chosen head that the config sets (each head has its own)."""
-    return {"gmm": {"num_components": cfg.num_components}, "diffusion": {"num_steps": cfg.diffusion_steps},
+    return {"gaussian": {"nll_beta": cfg.nll_beta}, "gmm": {"num_components": cfg.num_components, "nll_beta": cfg.nll_beta}, "diffusion": {"num_steps": cfg.diffusion_steps},
             "autoregressive": {"num_bins": cfg.num_bins}}.get(cfg.head, {})
 
 

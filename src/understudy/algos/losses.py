@@ -48,6 +48,23 @@ def gaussian_nll(mean: jax.Array, log_std: jax.Array, x: jax.Array) -> jax.Array
     return -gaussian_log_prob(mean, log_std, x)
 
 
+def beta_gaussian_nll(mean: jax.Array, log_std: jax.Array, x: jax.Array, beta: float) -> jax.Array:
+    """beta-NLL (Seitzer et al., 2022): each dimension's NLL weighted by stop_gradient(std^(2 beta)): [..., A] -> [...].
+
+    Plain NLL (beta = 0) scales the mean's gradient by 1/std^2, so a network that is unsure about some states
+    widens their std and then stops fitting their mean: on deterministic expert data the behaviour-cloned
+    mean stays poor exactly where the policy is hard. beta = 1 gives the mean the gradient of MSE; beta = 0.5
+    is the paper's recommended middle. The value, for beta > 0, is not a log-likelihood (use it for training only).
+    """
+    _same_shape("mean", mean, "x", x)
+    _same_shape("log_std", log_std, "x", x)
+    z = (x - mean) * jnp.exp(-log_std)
+    per_dim = 0.5 * jnp.square(z) + log_std + 0.5 * _LOG_2PI
+    if beta:
+        per_dim = per_dim * jax.lax.stop_gradient(jnp.exp(2.0 * beta * log_std))
+    return jnp.sum(per_dim, axis=-1)
+
+
 def log_one_minus_tanh_sq(pre_tanh: jax.Array) -> jax.Array:
     """log(1 - tanh(u)^2), computed stably as 2 (log 2 - u - softplus(-2u)) (exact, no 1 - 1 cancellation)."""
     return 2.0 * (_LOG_2 - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))

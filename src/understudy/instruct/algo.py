@@ -64,8 +64,6 @@ class Config:
     """Call jax.distributed.initialize() first (multi-host: set the coordinator through its environment variables); every host runs the same command."""
     eval_instructions: Literal["train", "held-out", "both"] = "both"
     """Final evaluation on the training instructions, held-out paraphrases (where the dataset has them), or both."""
-    final_eval_episodes: Optional[int] = None
-    """Episodes per task in the final evaluation (default: --eval-episodes, which every evaluation during training uses)."""
     eval_envs: int = 16
     """Environments stepped side by side during evaluation."""
 

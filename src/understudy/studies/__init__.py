@@ -14,6 +14,9 @@ STUDIES: dict[str, tuple[str, str]] = {
     "mountaincar-language": ("understudy.studies.mountaincar_language",
                              "Note 000: captioned corpus, trajectory-sentence reward model, RL agents trained only on "
                              "a sentence's score, behaviour report (< 30 min on 2 CPU cores)"),
+    "bc-heads": ("understudy.studies.bc_heads",
+                 "Issue 4: every behaviour-cloning head, DAgger, GAIL and AIRL on one expert dataset, one run per "
+                 "method and seed; returns, normalized scores, IQM CIs, curves"),
     "instruct-babyai": ("understudy.studies.instruct:main_babyai",
                         "Issue 7: BabyAI bot demos (GoToLocal, PickupLoc, PutNextLocal), one instruction-following "
                         "policy per seed, per-level success against the targets"),

@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import shlex
 import time
 from pathlib import Path
 from typing import Optional
 
+from understudy.studies.common import check_same_settings, log, parse_study_args, record_wall_times, split_extra_args, \
+    study_command
 from understudy.types import UnderstudyError
 
 BABYAI_LEVELS = ("GoToLocal", "PickupLoc", "PutNextLocal")
-# flags of the study that do not change what is computed (anything else recorded in study.json must match)
-_NOT_SETTINGS = ("out", "workers", "ray_address", "report_only", "progress", "seeds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,28 +88,8 @@ class MetaWorldStudyArgs(_StudyArgs):
     """Meta-World suite or task list (the issue's targets are stated for MT10 from states)."""
 
 
-def _log(msg: str) -> None:
-    print(f"[study {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
 def study_name(args) -> str:
     return "instruct-metaworld" if isinstance(args, MetaWorldStudyArgs) else "instruct-babyai"
-
-
-def study_command(args) -> str:
-    """The `understudy study ...` command line that reproduces `args` (flags at their defaults left out)."""
-    default = type(args)()
-    parts = ["understudy", "study", study_name(args), "--out", args.out]
-    for f in dataclasses.fields(args):
-        value = getattr(args, f.name)
-        if f.name in ("out", "report_only", "progress", "workers") or value == getattr(default, f.name):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(value, bool):
-            parts.append(flag if value else "--no-" + f.name.replace("_", "-"))
-        else:
-            parts += [flag, str(value)]
-    return shlex.join(parts)
 
 
 # ------------------------------------------------------------------------------------------------ demonstrations
@@ -174,16 +153,16 @@ def collect_datasets(args) -> dict[str, dict]:
                     f"{' with images' if found['images'] else ''}, but this study asks for {entry['episodes']}"
                     f"{' with images' if entry['images'] else ''}. Pass the same --demos/--images as before to "
                     f"continue the study, or use another --out (or delete {path}).")
-            _log(f"reusing {name}: {found['episodes_total']} episodes, {found['steps_total']} steps")
+            log(f"reusing {name}: {found['episodes_total']} episodes, {found['steps_total']} steps")
             continue
-        _log(f"collecting {name}: {entry['command']}")
+        log(f"collecting {name}: {entry['command']}")
         t0 = time.time()
         ds = collect_demonstrations(entry["env"], entry["policy"], entry["episodes"], seed=args.seed,
                                     images=entry["images"], progress=args.progress)
         save_dataset(ds, path, overwrite=True)  # written aside and moved into place: never half a dataset
         manifest[name] = _describe(ds, entry, time.time() - t0)
         manifest_path.write_text(json.dumps(manifest, indent=2))
-        _log(f"{name}: {ds.num_episodes} episodes, {ds.num_steps} steps in {time.time() - t0:.0f} s")
+        log(f"{name}: {ds.num_episodes} episodes, {ds.num_steps} steps in {time.time() - t0:.0f} s")
     manifest_path.write_text(json.dumps(manifest, indent=2))
     return manifest
 
@@ -194,16 +173,9 @@ def study_runs(args, plan: dict[str, dict]):
     from understudy.studies.runner import Run
 
     datasets = ",".join(entry["path"] for entry in plan.values())
-    try:
-        extra = shlex.split(args.train_args)
-    except ValueError as e:
-        raise UnderstudyError(f"--train-args {args.train_args!r} is not a valid command-line string ({e}); quote it "
-                              "as one argument, e.g. --train-args \"--d-model 256 --batch-size 512\".") from None
-    for flag in ("--out", "--resume", "--overwrite", "--seed", "--seeds", "--dataset", "--steps", "--eval-every",
-                 "--eval-episodes", "--final-eval-episodes"):
-        if any(a == flag or a.startswith(flag + "=") for a in extra):
-            raise UnderstudyError(f"--train-args must not contain {flag}: the study sets it (use the study's own "
-                                  f"{flag} flag where it has one).")
+    extra = split_extra_args(args.train_args, "--train-args",
+                             ("--out", "--resume", "--overwrite", "--seed", "--seeds", "--dataset", "--steps",
+                              "--eval-every", "--eval-episodes", "--final-eval-episodes"))
     runs = []
     for i in range(args.seeds):
         seed = args.seed + i
@@ -213,38 +185,6 @@ def study_runs(args, plan: dict[str, dict]):
                *extra)
         runs.append(Run(name=f"seed{seed}", args=cmd))
     return runs
-
-
-def _check_same_settings(out: Path, args, runs) -> None:
-    """A study directory is continued only with the settings that made it (its finished runs are reused)."""
-    path = out / "study.json"
-    if not path.exists():
-        return
-    before = json.loads(path.read_text())
-    now = {k: v for k, v in dataclasses.asdict(args).items() if k not in _NOT_SETTINGS}
-    then = {k: v for k, v in (before.get("args") or {}).items() if k not in _NOT_SETTINGS}
-    changed = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
-    if changed and any((out / "runs" / r.name).exists() for r in runs):
-        diff = ", ".join(f"--{k.replace('_', '-')} {then.get(k)!r} -> {now.get(k)!r}" for k in changed)
-        raise UnderstudyError(f"{out} was made with other settings ({diff}); its runs would be reused as they are. "
-                              "Continue it with the same flags, rebuild its report with --report-only, or use "
-                              "another --out.")
-
-
-def _record_wall_times(out: Path):
-    """A log function for run_grid that also keeps each run's process wall time in <out>/timings.json."""
-    path = out / "timings.json"
-    pattern = re.compile(r"^(\S+): (done|failed) in (\d+) s")
-
-    def log(msg: str) -> None:
-        _log(msg)
-        match = pattern.match(msg)
-        if match and match.group(2) == "done":
-            timings = json.loads(path.read_text()) if path.exists() else {}
-            timings[match.group(1)] = int(match.group(3))
-            path.write_text(json.dumps(timings, indent=2))
-
-    return log
 
 
 def run_study(args) -> dict:
@@ -258,7 +198,7 @@ def run_study(args) -> dict:
             raise UnderstudyError(f"--report-only: {out / 'runs'} does not exist, so there are no runs to report. "
                                   "Pass the --out of a study that has run (or run the study without --report-only).")
         results = write_instruct_report(out, name)
-        _log(f"report rebuilt: {out / 'report.md'}")
+        log(f"report rebuilt: {out / 'report.md'}")
         return results
     if min(args.seeds, args.demos, args.steps, args.eval_episodes, args.final_eval_episodes, args.eval_every) < 1:
         raise UnderstudyError("--seeds, --demos, --steps, --eval-every, --eval-episodes and --final-eval-episodes must "
@@ -266,34 +206,22 @@ def run_study(args) -> dict:
     plan = dataset_plan(args)
     runs = study_runs(args, plan)
     out.mkdir(parents=True, exist_ok=True)
-    _check_same_settings(out, args, runs)
+    check_same_settings(out, args, [r.name for r in runs])
     (out / "study.json").write_text(json.dumps(
-        {"study": name, "command": study_command(args), "args": dataclasses.asdict(args),
+        {"study": name, "command": study_command(name, args), "args": dataclasses.asdict(args),
          "datasets": {k: v["command"] for k, v in plan.items()},
          "runs": {r.name: ["understudy", *r.args, "--out", str(out.resolve() / "runs" / r.name)] for r in runs}},
         indent=2))
     collect_datasets(args)
-    run_grid(runs, out, workers=args.workers, ray_address=args.ray_address, log=_record_wall_times(out))
+    run_grid(runs, out, workers=args.workers, ray_address=args.ray_address, log=record_wall_times(out))
     results = write_instruct_report(out, name)
-    _log(f"report written to {out / 'report.md'}")
+    log(f"report written to {out / 'report.md'}")
     return results
 
 
-def _parse(cls, argv: list[str], prog: str):
-    import tyro
-
-    # `--train-args "--d-model 256"`: its value starts with "--", which the parser would take for a flag
-    argv = list(argv)
-    for i, a in enumerate(argv[:-1]):
-        if a == "--train-args":
-            argv[i:i + 2] = [f"--train-args={argv[i + 1]}"]
-            break
-    return tyro.cli(cls, args=argv, prog=prog)
-
-
 def main_babyai(argv: list[str]) -> None:
-    run_study(_parse(BabyAIStudyArgs, argv, "understudy study instruct-babyai"))
+    run_study(parse_study_args(BabyAIStudyArgs, argv, "understudy study instruct-babyai"))
 
 
 def main_metaworld(argv: list[str]) -> None:
-    run_study(_parse(MetaWorldStudyArgs, argv, "understudy study instruct-metaworld"))
+    run_study(parse_study_args(MetaWorldStudyArgs, argv, "understudy study instruct-metaworld"))

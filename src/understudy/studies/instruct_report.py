@@ -17,6 +17,7 @@ from typing import Optional
 
 import numpy as np
 
+from understudy.studies.common import BOOTSTRAP_REPS, summarize_scores
 from understudy.types import UnderstudyError
 
 # issue 7's targets: success of the final policy, mean over seeds
@@ -24,7 +25,6 @@ BABYAI_TARGETS = {"GoToLocal": 0.95, "PickupLoc": 0.90, "PutNextLocal": 0.80}
 MT10_AVERAGE_TARGET = 0.85
 MT10_HELD_OUT_MAX_GAP = 0.05  # training-instruction success minus held-out-paraphrase success, at most
 _EPS = 1e-9  # success rates are fractions of episodes: compare without float-rounding surprises
-BOOTSTRAP_REPS = 2000  # resamples per IQM confidence interval (about 0.5 s each on one core)
 
 
 def _read_json(path: Path) -> Optional[dict]:
@@ -32,16 +32,6 @@ def _read_json(path: Path) -> Optional[dict]:
 
 
 # ------------------------------------------------------------------------------------------------ statistics
-def summarize_scores(per_seed: list[float]) -> dict:
-    """Mean ± std and IQM [95% CI] of one score per seed."""
-    from understudy.eval.stats import iqm_with_ci, mean_std
-
-    mean, std = mean_std(per_seed)
-    point, low, high = iqm_with_ci(np.asarray(per_seed)[:, None], reps=BOOTSTRAP_REPS)
-    return {"per_seed": [float(x) for x in per_seed], "mean": mean, "std": std, "iqm": point,
-            "ci_low": low, "ci_high": high}
-
-
 def summarize_matrix(matrix: np.ndarray) -> dict:
     """[seeds, tasks] -> the average over tasks per seed (mean ± std over seeds), and the IQM over all
     (seed, task) scores with a CI from bootstrapping seeds within tasks."""

@@ -41,6 +41,8 @@ class RunArgs:
     """Evaluate (and log a metrics.csv row, and checkpoint) every N steps."""
     eval_episodes: int = 10
     """Episodes per seed at each evaluation."""
+    final_eval_episodes: Optional[int] = None
+    """Episodes per seed (instruct: per task) at the last evaluation (the final/ scores in eval.json), e.g. 100 for published numbers while the curve uses fewer; default --eval-episodes."""
     checkpoint_every: Optional[int] = None
     """Checkpoint every N steps (default: at every evaluation). Rounded to a multiple of --eval-every."""
     snapshot_every: Optional[int] = None
@@ -134,6 +136,10 @@ def default_out(algo: str, env_id: str, seed: int) -> str:
 def prepare_run_dir(out: str, *, resume: bool, overwrite: bool, config: dict) -> Path:
     """Creates the run directory, refusing to overwrite an existing run unless asked."""
     run_dir = Path(out)
+    final_episodes = (config.get("run") or {}).get("final_eval_episodes")
+    if final_episodes is not None and final_episodes < 1:
+        raise UnderstudyError(f"--final-eval-episodes must be at least 1 (got {final_episodes}); leave it out to use "
+                              "--eval-episodes.")
     if resume and overwrite:
         raise UnderstudyError("--resume and --overwrite contradict each other: --resume continues the run in --out, "
                               "--overwrite deletes it. Pass one of them.")
@@ -158,7 +164,8 @@ def prepare_run_dir(out: str, *, resume: bool, overwrite: bool, config: dict) ->
 
 
 def _config_differences(saved: dict, new: dict) -> list[str]:
-    ignore = {"steps", "out", "resume", "overwrite", "progress", "wandb_project", "tensorboard"}  # a run may move
+    # a run may move, stop later, or end with a longer final evaluation
+    ignore = {"steps", "out", "resume", "overwrite", "progress", "wandb_project", "tensorboard", "final_eval_episodes"}
     # A run flag that a newer understudy added is absent from an older run's config; left at its default it
     # changes nothing, so such a run still resumes.
     run_defaults = {f.name: f.default for f in dataclasses.fields(RunArgs) if f.default is not dataclasses.MISSING}
@@ -264,15 +271,15 @@ class RunRecorder:
         meta = {"step": step, "best": self.best, "time_s": self.time_s(), **(extra_meta or {})}
         self.checkpointer.save(step, tree, json.loads(json.dumps(meta)))
 
-    def finish(self, step: int, state: Any, results: list[dict]) -> dict:
-        """Writes final/ exports and eval.json (final and best results per seed)."""
+    def finish(self, step: int, state: Any, results: list[dict], extra: dict | None = None) -> dict:
+        """Writes final/ exports and eval.json (final and best results per seed, plus `extra`'s entries)."""
         for s, r in enumerate(results):
             self.export("final", state, s, step, r["mean"])
         summary = {"method": self.config["method"], "algo": self.config["algo"], "env_id": self.config["env_id"],
                    "step": step, "reference": self.reference, "time_s": round(self.time_s(), 2),
                    "final": {"seeds": [{"seed": self.run.seed + s, **r} for s, r in enumerate(results)]},
                    "best": {"seeds": [{"seed": self.run.seed + s, "step": b["step"], **b["result"]}
-                                      for s, b in enumerate(self.best) if b is not None]}}
+                                      for s, b in enumerate(self.best) if b is not None]}, **(extra or {})}
         (self.run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
         return summary
 
@@ -294,6 +301,11 @@ def vmapped_update(algo, cfg):
                         in_axes=(0, 0, None))(state, batch, state.step[0])
 
     return update
+
+
+def eval_episodes(run: RunArgs, final: bool) -> int:
+    """Episodes per seed for an evaluation: --final-eval-episodes at the run's last one when given."""
+    return run.final_eval_episodes if final and run.final_eval_episodes else run.eval_episodes
 
 
 def eval_steps(total: int, every: int, start: int = 0) -> list[int]:

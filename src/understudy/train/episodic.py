@@ -27,8 +27,8 @@ import numpy as np
 from understudy.envs import env_spec
 from understudy.eval.rollouts import evaluate_seeds
 from understudy.policy import to_env_action
-from understudy.train.common import RunArgs, RunRecorder, attach_videos, default_out, eval_steps, make_train_env, \
-    mean_metrics, next_video_episode, prepare_run_dir, run_config
+from understudy.train.common import RunArgs, RunRecorder, attach_videos, default_out, eval_episodes, eval_steps, \
+    make_train_env, mean_metrics, next_video_episode, prepare_run_dir, run_config
 from understudy.types import Batch, UnderstudyError
 
 
@@ -144,9 +144,9 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, method: s
     def greedy(state, obs):
         return _greedy_all(algo, cfg, state, obs)
 
-    def evaluate(state):
+    def evaluate(state, final: bool = False):
         return evaluate_seeds(lambda o: to_env_action(np.asarray(greedy(state, jnp.asarray(o, jnp.float32))), spec),
-                              run.env, num_seeds=K, episodes=run.eval_episodes, seed=run.seed + 10_000,
+                              run.env, num_seeds=K, episodes=eval_episodes(run, final), seed=run.seed + 10_000,
                               env_options={"obs_noise": run.obs_noise} if run.obs_noise else None)
 
     def every(n):  # a multiple of --eval-every, as RunArgs documents
@@ -178,7 +178,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, method: s
             continue
         marks = [m for m in marks if m > step]
 
-        results = evaluate(state)
+        results = evaluate(state, final=not marks)
         train_metrics = mean_metrics({k: np.stack([m[k] for m in interval_metrics]) for k in interval_metrics[0]})
         train_metrics["train/episode_return"] = float(np.mean(episode_returns))
         train_metrics["train/episode_length"] = float(np.mean(episode_lengths))

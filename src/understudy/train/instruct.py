@@ -310,7 +310,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Config, run: RunArgs, *, method
         return {}
     policy = policy_of(state)
     policy.save(run_dir / "final")
-    final_episodes = cfg.final_eval_episodes or run.eval_episodes
+    final_episodes = run.final_eval_episodes or run.eval_episodes  # per task
     # the loop evaluated this very policy at its last step: with as many episodes, that is the final result
     known = ({"train": last_evaluation[1]} if last_evaluation and last_evaluation[0] == step
              and final_episodes == run.eval_episodes else None)

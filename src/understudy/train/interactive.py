@@ -27,8 +27,8 @@ from understudy.data.normalize import fit_normalizer
 from understudy.envs import env_spec, make
 from understudy.eval.rollouts import evaluate_seeds
 from understudy.policy import from_env_action, load_policy, to_env_action
-from understudy.train.common import RunArgs, RunRecorder, default_out, mean_metrics, prepare_run_dir, run_config, \
-    vmapped_update
+from understudy.train.common import RunArgs, RunRecorder, default_out, eval_episodes, mean_metrics, prepare_run_dir, \
+    run_config, vmapped_update
 from understudy.types import Batch, UnderstudyError
 
 
@@ -60,6 +60,10 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, method: s
     if not cfg.expert:
         raise UnderstudyError(f"`understudy train {algo_name}` needs --expert POLICY_DIR (any policy export, e.g. "
                               "experts/Pendulum-v1 or a run's final/).")
+    if getattr(cfg, "validation_fraction", 0.0) or getattr(cfg, "early_stopping_patience", 0):
+        raise UnderstudyError(f"`understudy train {algo_name}` retrains on every relabelled state and holds none out: "
+                              "--validation-fraction and --early-stopping-patience apply to `understudy train bc`. "
+                              "Remove them.")
     K, P = run.seeds, cfg.steps_per_iteration
     if K < 1 or P < 1 or cfg.updates_per_iteration < 0:
         raise UnderstudyError("--seeds and --steps-per-iteration must be at least 1, --updates-per-iteration >= 0.")
@@ -143,11 +147,11 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, method: s
             return jnp.zeros(spec.obs_shape), jnp.ones(spec.obs_shape)
         return jnp.asarray(normalizer["mean"]), jnp.asarray(normalizer["std"])
 
-    def evaluate(state):
+    def evaluate(state, final: bool = False):
         mean, std = stats()
         return evaluate_seeds(lambda o: to_env_action(np.asarray(greedy(state, jnp.asarray(o, jnp.float32), mean, std)),
                                                       spec),
-                              run.env, num_seeds=K, episodes=run.eval_episodes, seed=run.seed + 10_000)
+                              run.env, num_seeds=K, episodes=eval_episodes(run, final), seed=run.seed + 10_000)
 
     # -- the loop ---------------------------------------------------------------------------------------------
     next_eval = (step // run.eval_every + 1) * run.eval_every
@@ -197,7 +201,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, method: s
                                   "dagger/expert_share": expert_acted / (n * K)})
             if disagreement:
                 train_metrics["dagger/learner_expert_gap"] = float(np.mean(disagreement))
-            results = evaluate(state)
+            results = evaluate(state, final=iteration == iterations)
             recorder.record_eval(step, state, results, train_metrics)
             recorder.maybe_snapshot(step, state, results)
             recorder.checkpoint(step, {"state": state, "keys": keys, "obs": jnp.asarray(data_obs),

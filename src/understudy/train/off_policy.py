@@ -24,8 +24,8 @@ from understudy.data.replay import replay_add, replay_init, replay_sample
 from understudy.envs import env_spec
 from understudy.eval.rollouts import evaluate_seeds
 from understudy.policy import to_env_action
-from understudy.train.common import RunArgs, RunRecorder, attach_videos, default_out, eval_steps, make_train_env, \
-    mean_metrics, next_video_episode, prepare_run_dir, run_config, seed_slice, vmapped_update
+from understudy.train.common import RunArgs, RunRecorder, attach_videos, default_out, eval_episodes, eval_steps, \
+    make_train_env, mean_metrics, next_video_episode, prepare_run_dir, run_config, seed_slice, vmapped_update
 from understudy.types import UnderstudyError
 
 
@@ -135,9 +135,9 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
     def greedy(state, obs):
         return jax.vmap(lambda st, o: algo.act(cfg, st, o, jax.random.PRNGKey(0), True))(state, obs)
 
-    def evaluate(state):
+    def evaluate(state, final: bool = False):
         return evaluate_seeds(lambda o: to_env_action(np.asarray(greedy(state, jnp.asarray(o, jnp.float32))), spec),
-                              run.env, num_seeds=K, episodes=run.eval_episodes, seed=run.seed + 10_000,
+                              run.env, num_seeds=K, episodes=eval_episodes(run, final), seed=run.seed + 10_000,
                               env_options={"obs_noise": run.obs_noise} if run.obs_noise else None)
 
     def updates_due(env_step: int) -> int:
@@ -169,7 +169,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
                 interval_metrics.append(jax.device_get(metrics))
             recorder.progress.update(step, "" if last_row is None else f"eval return {last_row['eval/return']:.1f}")
 
-        results = evaluate(state)
+        results = evaluate(state, final=step == run.steps)
         train_metrics = {}
         if interval_metrics:
             train_metrics = mean_metrics({k: np.concatenate([np.ravel(m[k]) for m in interval_metrics])

@@ -14,13 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from understudy.data.episodes import train_val_split
 from understudy.data.normalize import fit_normalizer, normalize
 from understudy.data.samplers import sample_transitions, to_device
 from understudy.eval.rollouts import evaluate_seeds
 from understudy.policy import from_env_action, to_env_action
-from understudy.train.common import RunArgs, RunRecorder, default_out, eval_steps, mean_metrics, prepare_run_dir, \
-    run_config, vmapped_update
-from understudy.types import EnvSpec, UnderstudyError
+from understudy.train.common import RunArgs, RunRecorder, default_out, eval_episodes, eval_steps, mean_metrics, \
+    prepare_run_dir, run_config, vmapped_update
+from understudy.types import Batch, EnvSpec, UnderstudyError
 
 
 def load_training_data(run: RunArgs):
@@ -57,9 +58,81 @@ def dataset_columns(ds, spec: EnvSpec, normalizer: dict | None) -> dict:
             "episode_starts": ds.episode_starts}
 
 
+MAX_VALIDATION_STEPS = 10_000  # a fixed subset of the held-out steps: one cheap jitted loss per evaluation
+
+
+def _validation_settings(cfg: Any) -> tuple[float, int]:
+    """(validation_fraction, early_stopping_patience) of algorithms that have them (BC), else (0, 0)."""
+    fraction = float(getattr(cfg, "validation_fraction", 0.0))
+    patience = int(getattr(cfg, "early_stopping_patience", 0))
+    if patience < 0:
+        raise UnderstudyError(f"--early-stopping-patience must be >= 0 evaluations (got {patience}).")
+    if patience and not fraction:
+        raise UnderstudyError("--early-stopping-patience needs held-out episodes to watch: set --validation-fraction "
+                              "(e.g. 0.1).")
+    return fraction, patience
+
+
+def _validation_batch(ds_val, spec: EnvSpec, normalizer: dict | None) -> Batch:
+    """The held-out steps (at most MAX_VALIDATION_STEPS, a fixed subset) as one device Batch."""
+    columns = dataset_columns(ds_val, spec, normalizer)
+    n = len(columns["actions"])
+    keep = np.sort(np.random.default_rng(0).permutation(n)[:MAX_VALIDATION_STEPS])
+    return Batch(**{k: jnp.asarray(columns[k][keep]) for k in ("observations", "actions", "rewards", "terminations",
+                                                                "next_observations")})
+
+
+class EarlyStopping:
+    """Per seed: the lowest validation loss so far, the state at it, and the evaluations since it improved.
+
+    Training stops once every seed has gone `patience` evaluations without a lower validation loss; the final
+    export of each seed is then its best-validation state (what early stopping is for), not the last one.
+    """
+
+    def __init__(self, patience: int, state: Any):
+        num_seeds = int(jax.tree.leaves(state)[0].shape[0])
+        self.patience = patience
+        self.best_loss = np.full(num_seeds, np.inf)
+        self.best_step = np.zeros(num_seeds, np.int64)
+        self.stale = np.zeros(num_seeds, np.int64)
+        self.best_state = jax.tree.map(jnp.copy, state)
+
+    def observe(self, step: int, losses: np.ndarray, state: Any) -> bool:
+        """Takes the seeds' validation losses at `step`; True when every seed has run out of patience."""
+        improved = losses < self.best_loss
+        self.best_loss = np.where(improved, losses, self.best_loss)
+        self.best_step = np.where(improved, step, self.best_step)
+        self.stale = np.where(improved, 0, self.stale + 1)
+        if improved.any():
+            keep = jnp.asarray(improved)
+            self.best_state = jax.tree.map(
+                lambda new, old: jnp.where(keep.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+                state, self.best_state)
+        return bool(np.all(self.stale >= self.patience))
+
+    def meta(self) -> dict:
+        return {"patience": self.patience, "best_validation_loss": self.best_loss.tolist(),
+                "best_validation_step": self.best_step.tolist(), "evaluations_since_best": self.stale.tolist()}
+
+    def restore(self, best_state: Any, meta: dict) -> None:
+        self.best_state = best_state
+        if meta:
+            self.best_loss = np.asarray(meta["best_validation_loss"], np.float64)
+            self.best_step = np.asarray(meta["best_validation_step"], np.int64)
+            self.stale = np.asarray(meta["evaluations_since_best"], np.int64)
+
+
+def _stopper_tree(stopper: EarlyStopping | None) -> dict:
+    return {} if stopper is None else {"best_state": stopper.best_state}
+
+
 def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, updates_per_call: int = 1000,
           method: str | None = None) -> dict:
     ds, spec = load_training_data(run)
+    validation_fraction, patience = _validation_settings(cfg)
+    ds_val = None
+    if validation_fraction:
+        ds, ds_val = train_val_split(ds, validation_fraction, seed=0)
     K = run.seeds
     if K < 1:
         raise UnderstudyError(f"--seeds must be at least 1 (got {K}).")
@@ -68,7 +141,10 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, updates_p
     reference = None
     if ds.metadata.get("ref_min_score") is not None and ds.metadata.get("ref_max_score") is not None:
         reference = {"random": float(ds.metadata["ref_min_score"]), "expert": float(ds.metadata["ref_max_score"])}
-    config = run_config(algo_name, method, spec.env_id, run, cfg, extra={"dataset_steps": int(ds.num_steps)})
+    extra = {"dataset_steps": int(ds.num_steps)}
+    if ds_val is not None:
+        extra["validation_steps"] = int(ds_val.num_steps)
+    config = run_config(algo_name, method, spec.env_id, run, cfg, extra=extra)
     run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config)
 
     normalizer = fit_normalizer(ds.observations) if getattr(cfg, "normalize_observations", False) else None
@@ -78,14 +154,17 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, updates_p
     state = jax.vmap(lambda s: algo.init(cfg, spec, jax.random.PRNGKey(s)))(seeds)
     keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), 1))(seeds)
     state = jax.tree.map(jnp.copy, state)  # donation needs every leaf in its own buffer
+    stopper = EarlyStopping(patience, state) if patience else None
     start, resume_meta = 0, None
     if run.resume:
         from understudy.checkpoint import TrainCheckpointer
 
         ck = TrainCheckpointer(run_dir / "checkpoints")
-        start, tree, resume_meta = ck.restore_latest({"state": state, "keys": keys})
+        start, tree, resume_meta = ck.restore_latest({"state": state, "keys": keys, **_stopper_tree(stopper)})
         ck.close()
         state, keys = tree["state"], tree["keys"]
+        if stopper is not None:
+            stopper.restore(tree["best_state"], resume_meta.get("early_stopping") or {})
     recorder = RunRecorder(run_dir, run, config=config, spec=spec, export_fn=lambda st: algo.policy_export(cfg, st),
                            normalizer=normalizer, reference=reference, resume_step=start if run.resume else None,
                            resume_meta=resume_meta)
@@ -109,13 +188,18 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, updates_p
         obs = normalize(obs, normalizer)
         return jax.vmap(lambda st, o: algo.act(cfg, st, o, jax.random.PRNGKey(0), True))(state, obs)
 
-    def evaluate(state):
+    validation_loss = None
+    if ds_val is not None:
+        val_batch = _validation_batch(ds_val, spec, normalizer)
+        validation_loss = jax.jit(lambda st: jax.vmap(lambda one: algo.evaluate_loss(cfg, one, val_batch))(st))
+
+    def evaluate(state, final: bool = False):
         def act(o):
             a = np.asarray(greedy(state, jnp.asarray(o, jnp.float32)))
             return a if spec.discrete else to_env_action(a, spec)
 
         options = dict(_spec_options(ds), **({"obs_noise": run.obs_noise} if run.obs_noise else {}))
-        return evaluate_seeds(act, spec.env_id, num_seeds=K, episodes=run.eval_episodes, seed=run.seed + 10_000,
+        return evaluate_seeds(act, spec.env_id, num_seeds=K, episodes=eval_episodes(run, final), seed=run.seed + 10_000,
                               env_options=options or None)
 
     checkpoint_every = max(run.eval_every, (run.checkpoint_every or run.eval_every) // run.eval_every * run.eval_every)
@@ -129,13 +213,26 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, updates_p
             step += n
             recorder.progress.update(step)
         train_metrics = mean_metrics({k: np.concatenate([np.ravel(m[k]) for m in collected]) for k in collected[0]})
-        results = evaluate(state)
+        stop = False
+        if validation_loss is not None:
+            losses = np.asarray(validation_loss(state), np.float64)
+            train_metrics["val/loss"] = float(np.mean(losses))
+            if stopper is not None:
+                stop = stopper.observe(step, losses, state)
+        last = step == run.steps or stop
+        results = evaluate(state, final=last and stopper is None)  # with early stopping, the best state's is final
         recorder.record_eval(step, state, results, train_metrics)
         recorder.maybe_snapshot(step, state, results)
-        if step % checkpoint_every == 0 or step == run.steps:
-            recorder.checkpoint(step, {"state": state, "keys": keys})
-        if step == run.steps:
-            summary = recorder.finish(step, state, results)
+        if step % checkpoint_every == 0 or last:
+            recorder.checkpoint(step, {"state": state, "keys": keys, **_stopper_tree(stopper)},
+                                extra_meta={"early_stopping": stopper.meta()} if stopper is not None else None)
+        if last:
+            if stopper is None:
+                summary = recorder.finish(step, state, results)
+            else:  # the exported final policy of each seed is its state at its lowest validation loss
+                summary = recorder.finish(step, stopper.best_state, evaluate(stopper.best_state, final=True),
+                                          extra={"early_stopping": {"stopped_early": stop, **stopper.meta()}})
+            break
     recorder.close()
     if summary is None:
         import json

@@ -33,8 +33,8 @@ from jax.flatten_util import ravel_pytree
 from understudy.envs import env_spec
 from understudy.eval.rollouts import evaluate_seeds
 from understudy.policy import Policy, to_env_action
-from understudy.train.common import RunArgs, RunRecorder, attach_videos, default_out, eval_steps, make_train_vector, \
-    mean_metrics, next_video_episode, prepare_run_dir, run_config, seed_slice
+from understudy.train.common import RunArgs, RunRecorder, attach_videos, default_out, eval_episodes, eval_steps, \
+    make_train_vector, mean_metrics, next_video_episode, prepare_run_dir, run_config, seed_slice
 from understudy.types import EnvSpec, UnderstudyError
 
 
@@ -154,14 +154,14 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, method: s
     programs = compiled_programs(algo, cfg, spec.to_json(), K)
     obs_shape = spec.obs_shape
 
-    def evaluate(state):
+    def evaluate(state, final: bool = False):
         # Act through each seed's exported policy itself (understudy.policy.Policy), so that eval.json agrees with
         # `understudy eval` of the export to the last digit: with the normalizer compiled in as a constant, XLA
         # rounds differently than the training program does, and chaotic envs (HalfCheetah) amplify that.
         policies = [Policy(*export[:2], spec, normalizer=export[2] if len(export) > 2 else None)
                     for export in (algo.policy_export(cfg, seed_slice(state, s)) for s in range(K))]
         return evaluate_seeds(lambda o: np.stack([policy(o[s]) for s, policy in enumerate(policies)]),
-                              run.env, num_seeds=K, episodes=run.eval_episodes, seed=run.seed + 10_000,
+                              run.env, num_seeds=K, episodes=eval_episodes(run, final), seed=run.seed + 10_000,
                               env_options={"obs_noise": run.obs_noise} if run.obs_noise else None)
 
     def lr_scale(step: int) -> float:
@@ -207,7 +207,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, method: s
             busy_s += time.time() - t0
             recorder.progress.update(step, "" if last_row is None else f"eval return {last_row['eval/return']:.1f}")
 
-        results = evaluate(state)
+        results = evaluate(state, final=step == total)
         train_metrics = mean_metrics({k: np.stack([m[k] for m in interval_metrics]) for k in interval_metrics[0]})
         if finished_returns:
             train_metrics["train/episode_return"] = float(np.mean(finished_returns))

@@ -27,8 +27,8 @@ from understudy.envs import env_spec
 from understudy.eval.rollouts import evaluate_seeds
 from understudy.policy import to_env_action
 from understudy.train.off_policy import TRANSITION_KEYS, stack_transitions, step_envs
-from understudy.train.common import RunArgs, RunRecorder, attach_videos, default_out, make_train_env, mean_metrics, \
-    next_video_episode, prepare_run_dir, run_config
+from understudy.train.common import RunArgs, RunRecorder, attach_videos, default_out, eval_episodes, make_train_env, \
+    mean_metrics, next_video_episode, prepare_run_dir, run_config
 from understudy.types import Batch, EnvSpec, UnderstudyError
 
 
@@ -80,9 +80,9 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
     fit_imitator = functools.partial(programs.fit_imitator, expert_obs=expert_obs, expert_actions=expert_actions)
     calibrate = functools.partial(programs.calibrate, expert_obs=expert_obs)
 
-    def evaluate(state):
+    def evaluate(state, final: bool = False):
         return evaluate_seeds(lambda o: to_env_action(np.asarray(greedy(state, jnp.asarray(o, jnp.float32))), spec),
-                              run.env, num_seeds=K, episodes=run.eval_episodes, seed=run.seed + 10_000,
+                              run.env, num_seeds=K, episodes=eval_episodes(run, final), seed=run.seed + 10_000,
                               env_options={"obs_noise": run.obs_noise} if run.obs_noise else None)
 
     def play_imitator(state, buffer, keys):
@@ -139,7 +139,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
         nonlocal next_eval, last_checkpoint, summary, interval_metrics, finished_returns, seed_metrics
         if step < next_eval and step < run.steps:
             return
-        results = evaluate(state)
+        results = evaluate(state, final=step >= run.steps)
         train_metrics = dict(seed_metrics)
         if interval_metrics:
             train_metrics.update(mean_metrics({k: np.concatenate([np.ravel(m[k]) for m in interval_metrics])

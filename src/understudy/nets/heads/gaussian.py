@@ -31,6 +31,7 @@ class GaussianHead(nn.Module):
     log_std_max: float = 2.0
     state_dependent_std: bool = True  # False: one learned log-std vector shared by every state
     activation: str = "relu"  # torso activation by name (see activations.py); PPO uses "tanh"
+    nll_beta: float = 0.0  # training loss: 0 is the negative log-likelihood, > 0 the beta-NLL (losses.beta_gaussian_nll)
 
     def setup(self):
         self.torso = MLP(self.hidden_dims, activation=activation_fn(self.activation))
@@ -55,7 +56,8 @@ class GaussianHead(nn.Module):
         return losses.gaussian_log_prob(mean, log_std, jnp.asarray(action, jnp.float32))
 
     def loss(self, obs: jax.Array, action: jax.Array, key: Optional[jax.Array] = None) -> jax.Array:
-        return -self.log_prob(obs, action)
+        mean, log_std = self(obs)
+        return losses.beta_gaussian_nll(mean, log_std, jnp.asarray(action, jnp.float32), self.nll_beta)
 
     def sample(self, obs: jax.Array, key: jax.Array) -> jax.Array:
         mean, log_std = self(obs)

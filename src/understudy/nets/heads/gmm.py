@@ -38,6 +38,24 @@ def gmm_log_prob(logits: jax.Array, means: jax.Array, log_stds: jax.Array, actio
     return jax.nn.logsumexp(jax.nn.log_softmax(logits, axis=-1) + component_log_prob, axis=-1)
 
 
+def beta_gmm_nll(logits: jax.Array, means: jax.Array, log_stds: jax.Array, action: jax.Array, beta: float) -> jax.Array:
+    """The mixture's negative log-likelihood (beta = 0), or its beta-NLL (Seitzer et al., 2022) for beta > 0: [...].
+
+    The NLL's gradient is that of sum_k r_k * -log(w_k N_k(action)) with the responsibilities r_k held fixed
+    (the EM identity). beta-NLL weights each component's per-dimension Gaussian term of that sum by
+    stop_gradient(std_kd^(2 beta)), as `losses.beta_gaussian_nll` does for one Gaussian, so a wide component
+    keeps fitting its mean. Its value, for beta > 0, is a training loss, not a likelihood.
+    """
+    if not beta:
+        return -gmm_log_prob(logits, means, log_stds, action)
+    log_weights = jax.nn.log_softmax(logits, axis=-1)
+    z = (action[..., None, :] - means) * jnp.exp(-log_stds)
+    per_dim_nll = 0.5 * jnp.square(z) + log_stds + 0.5 * _LOG_2PI  # [..., K, A]
+    responsibilities = jax.lax.stop_gradient(jax.nn.softmax(log_weights - jnp.sum(per_dim_nll, axis=-1), axis=-1))
+    weighted = per_dim_nll * jax.lax.stop_gradient(jnp.exp(2.0 * beta * log_stds))
+    return jnp.sum(responsibilities * (jnp.sum(weighted, axis=-1) - log_weights), axis=-1)
+
+
 class GMMHead(nn.Module):
     """obs -> mixture weights [..., K], means [..., K, A] and log-stds [..., K, A]; loss = -log_prob.
 
@@ -52,6 +70,7 @@ class GMMHead(nn.Module):
     log_std_min: float = -5.0  # std >= 0.0067: keeps the likelihood bounded on repeated (clipped) actions
     log_std_max: float = 2.0
     activation: str = "relu"
+    nll_beta: float = 0.0  # training loss: 0 is the negative log-likelihood, > 0 the beta-NLL (beta_gmm_nll)
 
     def __post_init__(self):
         if self.num_components < 1 or not self.log_std_min < self.log_std_max:
@@ -78,7 +97,8 @@ class GMMHead(nn.Module):
         return gmm_log_prob(logits, means, log_stds, jnp.asarray(action, jnp.float32))
 
     def loss(self, obs: jax.Array, action: jax.Array, key: Optional[jax.Array] = None) -> jax.Array:
-        return -self.log_prob(obs, action)
+        logits, means, log_stds = self(obs)
+        return beta_gmm_nll(logits, means, log_stds, jnp.asarray(action, jnp.float32), self.nll_beta)
 
     def sample(self, obs: jax.Array, key: jax.Array) -> jax.Array:
         logits, means, log_stds = self(obs)

@@ -1,0 +1,108 @@
+"""What every grid study shares: logging, the reproducing command line, refusing to mix settings in one study
+directory, per-run wall times, and parsing flags whose values are themselves flags (--train-args "--lr 1e-3")."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shlex
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+from understudy.types import UnderstudyError
+
+BOOTSTRAP_REPS = 2000  # resamples per IQM confidence interval (about 0.5 s each on one core)
+# study flags that never change what is computed
+NOT_SETTINGS = ("out", "workers", "ray_address", "report_only", "progress", "seeds")
+
+
+def summarize_scores(per_seed: list[float]) -> dict:
+    """Mean ± std and IQM [95% CI] of one score per seed."""
+    import numpy as np
+
+    from understudy.eval.stats import iqm_with_ci, mean_std
+
+    mean, std = mean_std(per_seed)
+    point, low, high = iqm_with_ci(np.asarray(per_seed)[:, None], reps=BOOTSTRAP_REPS)
+    return {"per_seed": [float(x) for x in per_seed], "mean": mean, "std": std, "iqm": point,
+            "ci_low": low, "ci_high": high}
+
+
+def log(msg: str) -> None:
+    print(f"[study {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def study_command(name: str, args) -> str:
+    """The `understudy study NAME ...` command line that reproduces `args` (flags at their defaults left out)."""
+    parts = ["understudy", "study", name, "--out", args.out]
+    for f in dataclasses.fields(args):
+        value = getattr(args, f.name)
+        if f.name in ("out", "report_only", "progress", "workers") or value == f.default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + f.name.replace("_", "-"))
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+def check_same_settings(out: Path, args, run_names: Iterable[str], not_settings: tuple[str, ...] = NOT_SETTINGS) -> None:
+    """A study directory is continued only with the settings that made it (its finished runs are reused)."""
+    path = out / "study.json"
+    if not path.exists():
+        return
+    before = json.loads(path.read_text())
+    now = {k: v for k, v in dataclasses.asdict(args).items() if k not in not_settings}
+    then = {k: v for k, v in (before.get("args") or {}).items() if k not in not_settings}
+    changed = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
+    if changed and any((out / "runs" / name).exists() for name in run_names):
+        diff = ", ".join(f"--{k.replace('_', '-')} {then.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise UnderstudyError(f"{out} was made with other settings ({diff}); its runs would be reused as they are. "
+                              "Continue it with the same flags, rebuild its report with --report-only, or use "
+                              "another --out.")
+
+
+def record_wall_times(out: Path) -> Callable[[str], None]:
+    """A log function for run_grid that also keeps each run's process wall time in <out>/timings.json."""
+    path = out / "timings.json"
+    pattern = re.compile(r"^(\S+): (done|failed) in (\d+) s")
+
+    def log_and_time(msg: str) -> None:
+        log(msg)
+        match = pattern.match(msg)
+        if match and match.group(2) == "done":
+            timings = json.loads(path.read_text()) if path.exists() else {}
+            timings[match.group(1)] = int(match.group(3))
+            path.write_text(json.dumps(timings, indent=2))
+
+    return log_and_time
+
+
+def split_extra_args(value: str, flag: str, forbidden: Iterable[str]) -> list[str]:
+    """An --*-args string as a list of arguments, refusing the flags the study sets itself."""
+    try:
+        extra = shlex.split(value)
+    except ValueError as e:
+        raise UnderstudyError(f"{flag} {value!r} is not a valid command-line string ({e}); quote it as one argument, "
+                              f"e.g. {flag} \"--lr 1e-3 --batch-size 512\".") from None
+    for f in forbidden:
+        if any(a == f or a.startswith(f + "=") for a in extra):
+            raise UnderstudyError(f"{flag} must not contain {f}: the study sets it (use the study's own flag where it "
+                                  "has one).")
+    return extra
+
+
+def parse_study_args(cls, argv: list[str], prog: str, passthrough: Iterable[str] = ("--train-args",)):
+    """tyro parsing, with `--train-args "--d-model 256"`-style values (which start with "--") kept as values."""
+    import tyro
+
+    argv, flags = list(argv), set(passthrough)
+    i = 0
+    while i < len(argv) - 1:
+        if argv[i] in flags:
+            argv[i:i + 2] = [f"{argv[i]}={argv[i + 1]}"]
+        i += 1
+    return tyro.cli(cls, args=argv, prog=prog)

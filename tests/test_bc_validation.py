@@ -1,0 +1,103 @@
+"""BC's held-out validation loss and early stopping (the offline loop's EarlyStopping)."""
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from understudy.algos import bc, dagger
+from understudy.data import collect, save_dataset
+from understudy.policy import load_policy
+from understudy.train import interactive, offline
+from understudy.train.common import RunArgs
+from understudy.types import UnderstudyError
+
+EXPERT = Path(__file__).resolve().parents[1] / "experts" / "Pendulum-v1"
+SMALL = bc.Config(hidden_dims=(16,), batch_size=32, validation_fraction=0.25)
+FROZEN = dataclasses.replace(SMALL, lr=0.0)  # the validation loss never improves after the first evaluation
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Four expert episodes of 200 steps: the 0.25 validation split holds exactly one."""
+    ds = collect("Pendulum-v1", load_policy(EXPERT), episodes=4, num_envs=4, seed=0, progress=False,
+                 policy_name="expert")
+    return save_dataset(ds, tmp_path_factory.mktemp("data") / "pendulum-expert")
+
+
+def _run(dataset, out, cfg, steps, resume=False):
+    return offline.train("bc", bc, cfg, RunArgs(dataset=str(dataset), steps=steps, eval_every=10, eval_episodes=1,
+                                                seeds=2, out=str(out), progress=False, tensorboard=False,
+                                                resume=resume))
+
+
+def _rows(out):
+    with open(out / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_early_stopping_keeps_each_seeds_best_state_and_stops_when_every_seed_is_stale():
+    state = {"w": jnp.zeros((2, 3)), "step": jnp.zeros((2,), jnp.int32)}
+    stopper = offline.EarlyStopping(2, state)
+    assert not stopper.observe(10, np.array([1.0, 1.0]), {"w": jnp.full((2, 3), 1.0), "step": jnp.full((2,), 10)})
+    # Seed 0 improves at step 20, seed 1 does not: only seed 0's best state moves.
+    assert not stopper.observe(20, np.array([0.5, 2.0]), {"w": jnp.full((2, 3), 2.0), "step": jnp.full((2,), 20)})
+    np.testing.assert_array_equal(np.asarray(stopper.best_state["w"]), [[2.0] * 3, [1.0] * 3])
+    np.testing.assert_array_equal(np.asarray(stopper.best_state["step"]), [20, 10])
+    assert stopper.stale.tolist() == [0, 1] and stopper.best_step.tolist() == [20, 10]
+    # Seed 1 improves at step 30; then neither improves, and the run stops once both have waited 2 evaluations.
+    assert not stopper.observe(30, np.array([0.6, 0.9]), {"w": jnp.full((2, 3), 3.0), "step": jnp.full((2,), 30)})
+    np.testing.assert_array_equal(np.asarray(stopper.best_state["w"]), [[2.0] * 3, [3.0] * 3])
+    assert not stopper.observe(40, np.array([0.7, 1.6]), {"w": jnp.full((2, 3), 4.0), "step": jnp.full((2,), 40)})
+    assert stopper.stale.tolist() == [2, 1]
+    assert stopper.observe(50, np.array([0.8, 1.7]), {"w": jnp.full((2, 3), 5.0), "step": jnp.full((2,), 50)})
+    np.testing.assert_array_equal(np.asarray(stopper.best_state["w"]), [[2.0] * 3, [3.0] * 3])
+    assert stopper.meta() == {"patience": 2, "best_validation_loss": [0.5, 0.9], "best_validation_step": [20, 30],
+                              "evaluations_since_best": [3, 2]}
+
+
+def test_validation_loss_is_logged_and_early_stopping_ends_the_run(dataset, tmp_path):
+    out = tmp_path / "frozen"
+    summary = _run(dataset, out, dataclasses.replace(FROZEN, early_stopping_patience=1), steps=100)
+    rows = _rows(out)
+    assert [int(r["step"]) for r in rows] == [10, 20]  # stopped at the second evaluation, not at 100
+    assert rows[0]["val/loss"] == rows[1]["val/loss"] and np.isfinite(float(rows[0]["val/loss"]))
+    assert summary["step"] == 20
+    saved = json.loads((out / "eval.json").read_text())["early_stopping"]
+    assert saved["stopped_early"] is True and saved["best_validation_step"] == [10, 10]
+    config = json.loads((out / "config.json").read_text())
+    assert config["validation_steps"] == 200 and config["dataset_steps"] == 600
+    for s in range(2):
+        assert load_policy(out / "final" / f"seed{s}").metadata["step"] == 20
+
+
+def test_validation_loss_falls_while_training_and_final_is_the_lowest_validation_state(dataset, tmp_path):
+    out = tmp_path / "learning"
+    summary = _run(dataset, out, dataclasses.replace(SMALL, early_stopping_patience=5), steps=30)
+    losses = [float(r["val/loss"]) for r in _rows(out)]
+    assert losses[-1] < losses[0]
+    assert summary["early_stopping"]["stopped_early"] is False
+    assert summary["early_stopping"]["best_validation_step"] == [30, 30]
+
+
+def test_resume_continues_counting_evaluations_since_the_best(dataset, tmp_path):
+    out = tmp_path / "resumed"
+    cfg = dataclasses.replace(FROZEN, early_stopping_patience=2)
+    assert _run(dataset, out, cfg, steps=20)["early_stopping"]["evaluations_since_best"] == [1, 1]
+    # Without the restored count the run would start over (best = inf) and go on to step 40.
+    summary = _run(dataset, out, cfg, steps=40, resume=True)
+    assert summary["step"] == 30 and summary["early_stopping"]["stopped_early"] is True
+    assert [int(r["step"]) for r in _rows(out)] == [10, 20, 30]
+
+
+def test_bad_validation_settings_are_refused(dataset, tmp_path):
+    with pytest.raises(UnderstudyError, match="--validation-fraction"):
+        _run(dataset, tmp_path / "a", dataclasses.replace(SMALL, validation_fraction=0.0, early_stopping_patience=2),
+             steps=10)
+    with pytest.raises(UnderstudyError, match="holds none out"):
+        interactive.train("dagger", dagger, dagger.Config(expert=str(EXPERT), validation_fraction=0.1),
+                          RunArgs(env="Pendulum-v1", steps=10, out=str(tmp_path / "b"), progress=False))
