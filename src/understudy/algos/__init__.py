@@ -45,6 +45,12 @@ ALGORITHMS: dict[str, tuple[str, str, str]] = {
     "dagger": ("understudy.algos.dagger", "interactive",
                "DAgger: roll out the learner mixed with an expert (--expert POLICY_DIR, beta_i = 1/(1+i)), relabel "
                "visited states with the expert's actions, aggregate, retrain (optional --dataset demos as D_0)"),
+    "gail": ("understudy.algos.gail", "adversarial",
+             "GAIL: discriminator D(s, a) on expert demonstrations (--dataset) vs the policy; reward -log(1 - D) trains "
+             "--rl sac|ppo (--grad-penalty, --disc-*)"),
+    "airl": ("understudy.algos.airl", "adversarial",
+             "AIRL: f(s,a,s') = g(s) + gamma h(s') - h(s) against log pi; trains --rl sac|ppo and exports the learned "
+             "reward (reward.safetensors + reward.json) beside the policy; `train sac --reward-model DIR` trains on it"),
     "instruct": ("understudy.instruct.algo", "instruct",
                  "Instruction-following transformer policy (note 004) cloned from multi-task demonstrations with "
                  "instructions (--dataset A[,B,...]); data-parallel over every device; per-task evaluation"),

@@ -17,6 +17,9 @@ STUDIES: dict[str, tuple[str, str]] = {
     "bc-heads": ("understudy.studies.bc_heads",
                  "Issue 4: every behaviour-cloning head, DAgger, GAIL and AIRL on one expert dataset, one run per "
                  "method and seed; returns, normalized scores, IQM CIs, curves"),
+    "offline-locomotion": ("understudy.studies.offline_locomotion",
+                           "Issue 5: BC, TD3+BC, IQL, CQL, DT, MOReL on halfcheetah / hopper / walker2d medium, "
+                           "medium-replay and medium-expert datasets from the shipped experts; CORL-style table"),
     "instruct-babyai": ("understudy.studies.instruct:main_babyai",
                         "Issue 7: BabyAI bot demos (GoToLocal, PickupLoc, PutNextLocal), one instruction-following "
                         "policy per seed, per-level success against the targets"),

@@ -30,6 +30,20 @@ def summarize_scores(per_seed: list[float]) -> dict:
             "ci_low": low, "ci_high": high}
 
 
+def summarize_matrix(matrix) -> dict:
+    """[seeds, tasks] -> the average over tasks per seed (mean ± std over seeds), and the IQM over all
+    (seed, task) scores with a CI from bootstrapping seeds within tasks."""
+    import numpy as np
+
+    from understudy.eval.stats import iqm_with_ci, mean_std
+
+    matrix = np.asarray(matrix, np.float64)
+    per_seed = matrix.mean(axis=1)
+    mean, std = mean_std(per_seed)
+    point, low, high = iqm_with_ci(matrix, reps=BOOTSTRAP_REPS)
+    return {"per_seed": per_seed.tolist(), "mean": mean, "std": std, "iqm": point, "ci_low": low, "ci_high": high}
+
+
 def log(msg: str) -> None:
     print(f"[study {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 

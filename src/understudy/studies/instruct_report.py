@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from understudy.studies.common import BOOTSTRAP_REPS, summarize_scores
+from understudy.studies.common import summarize_matrix, summarize_scores
 from understudy.types import UnderstudyError
 
 # issue 7's targets: success of the final policy, mean over seeds
@@ -32,17 +32,6 @@ def _read_json(path: Path) -> Optional[dict]:
 
 
 # ------------------------------------------------------------------------------------------------ statistics
-def summarize_matrix(matrix: np.ndarray) -> dict:
-    """[seeds, tasks] -> the average over tasks per seed (mean ± std over seeds), and the IQM over all
-    (seed, task) scores with a CI from bootstrapping seeds within tasks."""
-    from understudy.eval.stats import iqm_with_ci, mean_std
-
-    per_seed = matrix.mean(axis=1)
-    mean, std = mean_std(per_seed)
-    point, low, high = iqm_with_ci(matrix, reps=BOOTSTRAP_REPS)
-    return {"per_seed": per_seed.tolist(), "mean": mean, "std": std, "iqm": point, "ci_low": low, "ci_high": high}
-
-
 # ------------------------------------------------------------------------------------------------ results
 def _run_dirs(out: Path) -> list[Path]:
     runs = out / "runs"

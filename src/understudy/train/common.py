@@ -54,7 +54,7 @@ class RunArgs:
     reward_text: Optional[str] = None
     """Train on a language reward instead of the environment's: the --reward-model's score of the trajectory so far against this sentence (the environment's reward is never seen; evaluation still reports the environment's return and success)."""
     reward_model: Optional[str] = None
-    """Reward model directory (from `understudy language train-reward`), used with --reward-text."""
+    """Reward model directory (from `understudy language train-reward`), used with --reward-text; or alone, an AIRL reward export (an AIRL run's final/seedN, with reward.json) whose learned reward g(s) replaces the environment's."""
     reward_scale: float = 1.0
     """Multiplies the language reward (note 000's scale-up factor)."""
     reward_min: Optional[float] = None
@@ -73,13 +73,24 @@ class RunArgs:
     """Show a progress bar on the console."""
 
 
+def learned_reward_export(run: RunArgs) -> Optional[str]:
+    """--reward-model without --reward-text naming an AIRL reward export (reward.json): the reward to train on."""
+    if run.reward_text is not None or run.reward_model is None:
+        return None
+    from understudy.algos.airl import is_reward_export
+
+    return run.reward_model if is_reward_export(run.reward_model) else None
+
+
 def language_reward_config(run: RunArgs):
-    """The language reward settings of a run, or None when it trains on the environment's reward."""
-    if run.reward_text is None and run.reward_model is None:
+    """The language reward settings of a run, or None when it trains on the environment's (or an AIRL) reward."""
+    if (run.reward_text is None and run.reward_model is None) or learned_reward_export(run):
         return None
     if run.reward_text is None or run.reward_model is None:
         raise UnderstudyError("A language reward needs both --reward-text SENTENCE and --reward-model PATH (a model "
-                              "from `understudy language train-reward`).")
+                              "from `understudy language train-reward`); --reward-model alone must be an AIRL reward "
+                              f"export (a directory with reward.json, e.g. an AIRL run's final/seed0), which "
+                              f"{run.reward_model} is not.")
     from understudy.language.env_reward import LanguageRewardConfig
 
     return LanguageRewardConfig(text=run.reward_text, model=run.reward_model, scale=run.reward_scale,
@@ -88,11 +99,20 @@ def language_reward_config(run: RunArgs):
 
 def make_train_env(run: RunArgs, seed: int, *, record: bool = False):
     """The env a training loop steps: make(run.env), with the language reward in place of the env's reward when
-    --reward-text is given. `record` makes it renderable for --video-every (see attach_videos)."""
+    --reward-text is given, or an AIRL run's learned reward when --reward-model alone names one. `record` makes it renderable for --video-every (see attach_videos)."""
     from understudy.envs import make
 
     language = language_reward_config(run)  # checked before the env is built
+    learned = learned_reward_export(run)
     env = make(run.env, seed=seed, render_mode="rgb_array" if record and run.video_every else None)
+    if learned is not None:
+        from understudy.algos.airl import AIRLRewardWrapper
+
+        try:
+            env = AIRLRewardWrapper(env, learned)
+        except Exception:
+            env.close()
+            raise
     if language is not None:
         from understudy.language.env_reward import LanguageReward
 
