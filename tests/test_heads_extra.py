@@ -212,6 +212,20 @@ def test_gmm_beta_nll_keeps_the_nll_gradient_at_small_beta_and_is_beta_nll_for_o
                                losses.beta_gaussian_nll(means[:, 0], log_stds[:, 0], action, 0.5), rtol=1e-5)
 
 
+def test_tanh_gaussian_beta_nll_is_the_pre_tanh_beta_nll_plus_the_jacobian():
+    actions = jnp.clip(jax.random.uniform(jax.random.key(3), (B, ACTION_DIM), minval=-1.0, maxval=1.0), -0.99, 0.99)
+    plain, params, obs, _ = _setup("tanh-gaussian")
+    weighted = make_head("tanh-gaussian", action_dim=ACTION_DIM, hidden_dims=(16, 16), nll_beta=0.5)
+    np.testing.assert_allclose(plain.apply(params, obs, actions, None, method="loss"),
+                               -plain.apply(params, obs, actions, method="log_prob"), rtol=1e-6)
+    mean, log_std = (np.asarray(x, np.float64) for x in plain.apply(params, obs))
+    u = np.arctanh(np.asarray(actions, np.float64))
+    per_dim = -stats.norm.logpdf(u, mean, np.exp(log_std)) * np.exp(log_std)  # std^(2 beta), beta = 0.5
+    expected = per_dim.sum(-1) + np.log(1 - np.tanh(u) ** 2).sum(-1)
+    np.testing.assert_allclose(weighted.apply(params, obs, actions, None, method="loss"), expected, rtol=1e-4,
+                               atol=1e-4)
+
+
 def test_gmm_mode_is_the_most_probable_components_mean_and_samples_follow_the_weights():
     head, params, obs, _ = _setup("gmm")
     logits, means, _ = head.apply(params, obs)
@@ -393,6 +407,7 @@ def test_bc_passes_head_options_to_the_head_and_its_export():
     for head, option, field, value in (("gmm", "num_components", "num_components", 3),
                                        ("gmm", "nll_beta", "nll_beta", 0.25),
                                        ("gaussian", "nll_beta", "nll_beta", 0.0),
+                                       ("tanh-gaussian", "nll_beta", "nll_beta", 0.3),
                                        ("diffusion", "diffusion_steps", "num_steps", 4),
                                        ("autoregressive", "num_bins", "num_bins", 7)):
         cfg = bc.Config(head=head, hidden_dims=(8,), **{option: value})

@@ -30,7 +30,7 @@ class Config:
     num_components: int = 5
     """--head gmm: mixture components."""
     nll_beta: float = 0.5
-    """--head gaussian and gmm: the beta-NLL loss (Seitzer et al. 2022), each dimension's NLL weighted by std^(2 beta), so the mean keeps fitting where the std is wide; 0 is the plain negative log-likelihood (on 25 Hopper expert episodes: 0.22 of the expert's normalized return with 0, 1.00 with 0.5; docs/results/bc-hopper)."""
+    """--head gaussian, tanh-gaussian and gmm: the beta-NLL loss (Seitzer et al. 2022), each dimension's NLL weighted by std^(2 beta), so the mean keeps fitting where the std is wide; 0 is the plain negative log-likelihood (on 25 Hopper expert episodes: 0.22 of the expert's normalized return with 0, 1.00 with 0.5; docs/results/bc-hopper)."""
     diffusion_steps: int = 10
     """--head diffusion: denoising steps T of the DDPM."""
     num_bins: int = 20
@@ -65,7 +65,7 @@ class State(struct.PyTreeNode):
 
 def head_options(cfg: Config) -> dict:
     """The options of the chosen head that the config sets (each head has its own)."""
-    return {"gaussian": {"nll_beta": cfg.nll_beta}, "gmm": {"num_components": cfg.num_components, "nll_beta": cfg.nll_beta}, "diffusion": {"num_steps": cfg.diffusion_steps},
+    return {"gaussian": {"nll_beta": cfg.nll_beta}, "tanh-gaussian": {"nll_beta": cfg.nll_beta}, "gmm": {"num_components": cfg.num_components, "nll_beta": cfg.nll_beta}, "diffusion": {"num_steps": cfg.diffusion_steps},
             "autoregressive": {"num_bins": cfg.num_bins}}.get(cfg.head, {})
 
 

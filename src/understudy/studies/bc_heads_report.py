@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from understudy.studies.common import summarize_scores
+from understudy.studies.common import embed_figures, summarize_scores
 from understudy.types import UnderstudyError
 
 # issue 4's targets: normalized score of the final policy, mean over seeds (GAIL's on Hopper and HalfCheetah,
@@ -223,11 +223,6 @@ def write_bc_heads_report(out: str | Path) -> dict:
                "curves.png": lambda p: plot_runs([d for m in results["methods"].values() for d in m["dirs"]], str(p),
                                                  title=f"{results['env_id']}: evaluation return, mean over seeds, "
                                                        "95% CI")}
-    for name, draw in figures.items():
-        try:
-            if not results["methods"] or draw(out / name) is None:
-                text = text.replace(f"]({name})", f"]({name}) (nothing to plot yet)")
-        except Exception as e:  # noqa: BLE001  (a figure must not lose the report)
-            text = text.replace(f"]({name})", f"]({name}) (plot failed: {e})")
+    text = embed_figures(text, out, figures)
     (out / "report.md").write_text(text)
     return results

@@ -44,6 +44,18 @@ def summarize_matrix(matrix) -> dict:
     return {"per_seed": per_seed.tolist(), "mean": mean, "std": std, "iqm": point, "ci_low": low, "ci_high": high}
 
 
+def embed_figures(text: str, out: Path, figures: dict) -> str:
+    """Draws each figure (name -> draw(path) returning None when there is nothing to plot) into `out`, and notes in
+    the report text `![...](name)` when one has nothing to show or fails: a figure must never lose the report."""
+    for name, draw in figures.items():
+        try:
+            if draw(out / name) is None:
+                text = text.replace(f"]({name})", f"]({name}) (nothing to plot yet)")
+        except Exception as e:  # noqa: BLE001
+            text = text.replace(f"]({name})", f"]({name}) (plot failed: {e})")
+    return text
+
+
 def log(msg: str) -> None:
     print(f"[study {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 

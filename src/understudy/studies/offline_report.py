@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from understudy.studies.common import summarize_matrix
+from understudy.studies.common import embed_figures, summarize_matrix
 from understudy.studies.offline_locomotion import ALGOS, ENVS, RECIPES
 from understudy.types import UnderstudyError
 
@@ -206,10 +206,6 @@ def write_offline_report(out: str | Path) -> dict:
     results = build_results(out)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     text = report_markdown(results)
-    try:
-        if plot_curves(results, out / "curves.png") is None:
-            text = text.replace("![curves](curves.png)", "(no evaluation to plot yet)")
-    except Exception as e:  # noqa: BLE001  (a figure must not lose the report)
-        text = text.replace("![curves](curves.png)", f"(curve plot failed: {e})")
+    text = embed_figures(text, out, {"curves.png": lambda path: plot_curves(results, path)})
     (out / "report.md").write_text(text)
     return results

@@ -18,7 +18,8 @@ class TanhGaussianHead(nn.Module):
 
     `sample_and_log_prob` is reparameterized (gradients flow through the sample), which is what SAC's
     actor loss needs. For BC, `loss` is the negative log-likelihood of data actions, clipped just inside
-    (-1, 1) so actions recorded at the bounds stay finite.
+    (-1, 1) so actions recorded at the bounds stay finite; with `nll_beta` > 0 the pre-tanh Gaussian's part
+    is the beta-NLL (losses.beta_gaussian_nll; the tanh Jacobian does not depend on the parameters).
     """
 
     action_dim: int
@@ -26,6 +27,7 @@ class TanhGaussianHead(nn.Module):
     log_std_min: float = -5.0
     log_std_max: float = 2.0
     action_eps: float = 1e-6  # data actions are clipped to [-1 + eps, 1 - eps] before atanh
+    nll_beta: float = 0.0  # BC loss: 0 is the negative log-likelihood, > 0 the beta-NLL of the pre-tanh Gaussian
 
     def setup(self):
         self.torso = MLP(self.hidden_dims)
@@ -47,7 +49,13 @@ class TanhGaussianHead(nn.Module):
         return losses.tanh_gaussian_log_prob(mean, log_std, jnp.asarray(action, jnp.float32), self.action_eps)
 
     def loss(self, obs: jax.Array, action: jax.Array, key: Optional[jax.Array] = None) -> jax.Array:
-        return -self.log_prob(obs, action)
+        if not self.nll_beta:
+            return -self.log_prob(obs, action)
+        mean, log_std = self(obs)
+        action = jnp.asarray(action, jnp.float32)
+        pre_tanh = jnp.arctanh(jnp.clip(action, -1.0 + self.action_eps, 1.0 - self.action_eps))
+        log_jacobian = jnp.sum(losses.log_one_minus_tanh_sq(pre_tanh), axis=-1)
+        return losses.beta_gaussian_nll(mean, log_std, pre_tanh, self.nll_beta) + log_jacobian
 
     def sample(self, obs: jax.Array, key: jax.Array) -> jax.Array:
         return self.sample_and_log_prob(obs, key)[0]
