@@ -77,6 +77,16 @@ def test_tiny_study_end_to_end_resumes_and_rebuilds_its_report(dataset, tmp_path
     assert (out / "report.md").read_text() == report
     with pytest.raises(UnderstudyError, match="other settings"):
         run_study(dataclasses.replace(args, bc_steps=40))
+    # the grid may grow: more methods, with settings of their own while they have no runs yet
+    from understudy.studies.bc_heads import _free_settings
+    from understudy.studies.common import check_same_settings
+
+    grown = resolve(dataclasses.replace(args, methods="mse,gaussian,dagger,gail", dagger_steps=123,
+                                        gail_args="--rl ppo"))
+    check_same_settings(out, grown, ["mse-seed0", "dagger-seed0"], not_settings=_free_settings(out))
+    with pytest.raises(UnderstudyError, match="--bc-args"):
+        check_same_settings(out, dataclasses.replace(grown, bc_args="--lr 1e-3"), ["mse-seed0"],
+                            not_settings=_free_settings(out))
 
 
 def _fake_run(out: Path, name: str, means: list[float], algo: str = "bc"):

@@ -186,6 +186,10 @@ def read_policy_files(directory: str | os.PathLike) -> tuple[dict, dict[str, np.
                                   "needs an instruction and a window of observations: evaluate it with "
                                   "`understudy eval DIR --env ID`, or load it with "
                                   "understudy.instruct.policy.InstructPolicy.load.")
+        if (directory / "dt_policy.json").exists():
+            raise UnderstudyError(f"{directory} holds a Decision Transformer policy (dt_policy.json), which acts from a "
+                                  "history of returns-to-go, states and actions: evaluate it with `understudy eval DIR "
+                                  "--env ID`, or load it with understudy.algos.dt_policy.DTPolicy.load.")
         seeds = sorted(p.name for p in directory.glob("seed*") if (p / "policy.json").exists())
         hint = (f" It holds one export per seed ({', '.join(seeds)}): pass one of those, e.g. {directory / seeds[0]}."
                 if seeds else " Pass a run's best/ or final/ directory.")

@@ -201,6 +201,10 @@ def cmd_eval(argv: list[str]) -> None:
 
     if is_instruct_policy(args.policy_dir):
         return _eval_instruct(args)
+    from understudy.algos.dt_policy import is_dt_policy
+
+    if is_dt_policy(args.policy_dir):
+        return _eval_dt(args)
     policy = load_policy(args.policy_dir, seed=args.seed)
     env_id = args.env or policy.spec.env_id
     options = {k: v for k, v in policy.spec.options.items() if k == "task_bit"}
@@ -220,6 +224,29 @@ def cmd_eval(argv: list[str]) -> None:
         record_video(env_id, lambda o: policy(o, deterministic=not args.stochastic), args.video, episodes=1,
                      seed=args.seed, **options)
         print(f"video written to {args.video}")
+
+
+def _eval_dt(args: EvalArgs) -> None:
+    """A Decision Transformer export: rollouts with a history, asking for the return saved with the policy."""
+    import json as json_lib
+
+    from understudy.algos.dt_policy import DTPolicy
+
+    if args.video or args.stochastic:
+        raise UnderstudyError("--video and --stochastic are not supported for Decision Transformer policies "
+                              "(they act deterministically from a history); drop them.")
+    policy = DTPolicy.load(args.policy_dir)
+    env_id = args.env or policy.spec.env_id
+    options = {k: v for k, v in policy.spec.options.items() if k == "task_bit"}
+    if args.obs_noise:
+        options["obs_noise"] = args.obs_noise
+    _check_env_matches(policy, env_id, options)
+    result = policy.evaluate(env_id, episodes=args.episodes, seed=args.seed, env_options=options)
+    print(f"{env_id} (target return {policy.target_return:g}): return {result['mean']:.2f} ± {result['std']:.2f} "
+          f"over {args.episodes} episodes")
+    if args.json:
+        with open(args.json, "w") as f:
+            json_lib.dump(result, f, indent=2)
 
 
 def _eval_instruct(args: EvalArgs) -> None:

@@ -42,6 +42,9 @@ ALGORITHMS: dict[str, tuple[str, str, str]] = {
     "cql": ("understudy.algos.cql", "offline",
             "Conservative Q-learning: SAC with the CQL(H) penalty, optional Lagrangian (offline; CORL defaults, "
             "--preset small for CPU)"),
+    "dt": ("understudy.algos.dt", "sequence",
+           "Decision Transformer: causal transformer over (return-to-go, state, action) windows of K steps, conditioned "
+           "on --target-return at evaluation (offline; DT paper/CORL defaults, --preset corl)"),
     "dagger": ("understudy.algos.dagger", "interactive",
                "DAgger: roll out the learner mixed with an expert (--expert POLICY_DIR, beta_i = 1/(1+i)), relabel "
                "visited states with the expert's actions, aggregate, retrain (optional --dataset demos as D_0)"),

@@ -28,6 +28,11 @@ from understudy.types import UnderstudyError
 HEADS = ("mse", "gaussian", "tanh-gaussian", "gmm", "diffusion", "autoregressive")
 METHODS = HEADS + ("dagger", "gail", "airl")
 # flags every run gets from the study itself (an --*-args string must not set them)
+# settings that change only some methods' runs: a study may still add those methods later with other values
+_METHOD_SETTINGS = {"bc_steps": HEADS, "bc_eval_every": HEADS, "bc_args": HEADS,
+                    "dagger_episodes": ("dagger",), "dagger_steps": ("dagger",), "dagger_eval_every": ("dagger",),
+                    "dagger_args": ("dagger",), "adversarial_steps": ("gail", "airl"),
+                    "adversarial_eval_every": ("gail", "airl"), "gail_args": ("gail",), "airl_args": ("airl",)}
 _STUDY_FLAGS = ("--out", "--resume", "--overwrite", "--seed", "--seeds", "--dataset", "--steps", "--eval-every",
                 "--eval-episodes", "--final-eval-episodes", "--head", "--env", "--expert")
 
@@ -203,6 +208,16 @@ def study_runs(args: BCHeadsStudyArgs) -> list:
             for method, cmd in per_method.items() for i in range(args.seeds)]
 
 
+def _free_settings(out: Path) -> tuple[str, ...]:
+    """Flags a continued study may change: the grid itself (methods, seeds) and the settings of methods that have
+    no run in the study yet (e.g. add GAIL with --gail-args "--rl ppo" to a study of the BC heads)."""
+    from understudy.studies.common import NOT_SETTINGS
+
+    started = {p.name.rsplit("-seed", 1)[0] for p in (out / "runs").glob("*-seed*")} if (out / "runs").is_dir() else set()
+    unused = tuple(k for k, methods in _METHOD_SETTINGS.items() if not started & set(methods))
+    return NOT_SETTINGS + ("methods", "seed") + unused
+
+
 def run_study(args: BCHeadsStudyArgs) -> dict:
     from understudy.studies.bc_heads_report import write_bc_heads_report
     from understudy.studies.runner import run_grid
@@ -219,7 +234,7 @@ def run_study(args: BCHeadsStudyArgs) -> dict:
     out = Path(args.out)
     runs = study_runs(args)
     out.mkdir(parents=True, exist_ok=True)
-    check_same_settings(out, args, [r.name for r in runs])
+    check_same_settings(out, args, [r.name for r in runs], not_settings=_free_settings(out))
     (out / "study.json").write_text(json.dumps(
         {"study": "bc-heads", "command": study_command("bc-heads", args), "args": dataclasses.asdict(args),
          "runs": {r.name: ["understudy", *r.args, "--out", str(out.resolve() / "runs" / r.name)] for r in runs}},
