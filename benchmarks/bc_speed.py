@@ -75,16 +75,12 @@ def bc_config():
 
 
 def build_ours(observations, actions, seed: int = 0):
-    """(update_many, state, keys) built the way understudy.train.offline.train builds them, for one seed."""
-    import functools
-
-    import jax
-    import jax.numpy as jnp
+    """(update_many, state, keys) from the functions understudy.train.offline.train builds them with, for one seed."""
     import numpy as np
 
     from understudy.algos import bc
-    from understudy.data.samplers import sample_transitions, to_device
-    from understudy.train.common import vmapped_update
+    from understudy.data.samplers import to_device
+    from understudy.train.offline import init_agents, make_update_many
     from understudy.types import ArraySpec, EnvSpec
 
     cfg = bc_config()
@@ -96,25 +92,8 @@ def build_ours(observations, actions, seed: int = 0):
     zeros = np.zeros(n, np.float32)
     data = to_device({"observations": observations, "actions": actions, "rewards": zeros, "terminations": zeros,
                       "next_observations": observations, "episode_starts": np.zeros(1, np.int64)})
-    seeds = jnp.arange(1) + seed
-    state = jax.vmap(lambda s: bc.init(cfg, spec, jax.random.PRNGKey(s)))(seeds)
-    keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), 1))(seeds)
-    state = jax.tree.map(jnp.copy, state)  # donation needs every leaf in its own buffer
-    update = vmapped_update(bc, cfg)
-
-    @functools.partial(jax.jit, static_argnames="num_updates", donate_argnames="state")
-    def update_many(state, keys, num_updates):  # as in offline.train
-        def one_update(carry, _):
-            state, keys = carry
-            keys, sub = jax.vmap(jax.random.split, out_axes=1)(keys)
-            batch = jax.vmap(lambda k: sample_transitions(data, k, cfg.batch_size))(sub)
-            state, metrics = update(state, batch)
-            return (state, keys), metrics
-
-        (state, keys), metrics = jax.lax.scan(one_update, (state, keys), None, length=num_updates)
-        return state, keys, metrics
-
-    return update_many, state, keys
+    state, keys = init_agents(bc, cfg, spec, seed, 1)
+    return make_update_many(bc, cfg, data), state, keys
 
 
 def ours_timer(observations, actions, chunk: int = 1000, seed: int = 0):

@@ -118,14 +118,9 @@ def algo_config(name: str):
 
 
 def build_ours(name: str, data: dict, num_seeds: int = 1, seed: int = 0):
-    """(update_many, state, keys) for algorithm `name` with `num_seeds` seeds, built as offline.train builds them."""
-    import functools
-
-    import jax
-    import jax.numpy as jnp
-
-    from understudy.data.samplers import sample_transitions, to_device
-    from understudy.train.common import vmapped_update
+    """(update_many, state, keys) for algorithm `name` with `num_seeds` seeds, from offline.train's own builders."""
+    from understudy.data.samplers import to_device
+    from understudy.train.offline import init_agents, make_update_many
     from understudy.types import ArraySpec, EnvSpec
 
     algo, cfg = algo_config(name)
@@ -138,25 +133,8 @@ def build_ours(name: str, data: dict, num_seeds: int = 1, seed: int = 0):
                              "rewards": data["rewards"], "terminations": data["terminals"],
                              "next_observations": data["next_observations"],
                              "episode_starts": data["episode_starts"]})
-    seeds = jnp.arange(num_seeds) + seed
-    state = jax.vmap(lambda s: algo.init(cfg, spec, jax.random.PRNGKey(s)))(seeds)
-    keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), 1))(seeds)
-    state = jax.tree.map(jnp.copy, state)  # donation needs every leaf in its own buffer
-    update = vmapped_update(algo, cfg)
-
-    @functools.partial(jax.jit, static_argnames="num_updates", donate_argnames="state")
-    def update_many(state, keys, num_updates):  # as in offline.train
-        def one_update(carry, _):
-            state, keys = carry
-            keys, sub = jax.vmap(jax.random.split, out_axes=1)(keys)
-            batch = jax.vmap(lambda k: sample_transitions(device_data, k, cfg.batch_size))(sub)
-            state, metrics = update(state, batch)
-            return (state, keys), metrics
-
-        (state, keys), metrics = jax.lax.scan(one_update, (state, keys), None, length=num_updates)
-        return state, keys, metrics
-
-    return update_many, state, keys
+    state, keys = init_agents(algo, cfg, spec, seed, num_seeds)
+    return make_update_many(algo, cfg, device_data), state, keys
 
 
 def ours_timer(name: str, data: dict, chunk: int = 1000, num_seeds: int = 1, seed: int = 0):

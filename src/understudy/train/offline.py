@@ -126,6 +126,34 @@ def _stopper_tree(stopper: EarlyStopping | None) -> dict:
     return {} if stopper is None else {"best_state": stopper.best_state}
 
 
+def init_agents(algo: ModuleType, cfg: Any, spec: EnvSpec, seed: int, num_seeds: int):
+    """(state, keys) of `num_seeds` agents stacked on a leading seed axis (seeds seed .. seed + num_seeds - 1)."""
+    seeds = jnp.arange(num_seeds) + seed
+    state = jax.vmap(lambda s: algo.init(cfg, spec, jax.random.PRNGKey(s)))(seeds)
+    keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), 1))(seeds)
+    return jax.tree.map(jnp.copy, state), keys  # donation needs every leaf in its own buffer
+
+
+def make_update_many(algo: ModuleType, cfg: Any, data):
+    """The jitted `update_many(state, keys, num_updates)`: that many updates of every seed in one lax.scan, each on
+    a batch sampled on device from `data` (a DeviceDataset). Returns (state, keys, metrics [num_updates, seeds])."""
+    update = vmapped_update(algo, cfg)
+
+    @functools.partial(jax.jit, static_argnames="num_updates", donate_argnames="state")
+    def update_many(state, keys, num_updates):
+        def one_update(carry, _):
+            state, keys = carry
+            keys, sub = jax.vmap(jax.random.split, out_axes=1)(keys)
+            batch = jax.vmap(lambda k: sample_transitions(data, k, cfg.batch_size))(sub)
+            state, metrics = update(state, batch)
+            return (state, keys), metrics
+
+        (state, keys), metrics = jax.lax.scan(one_update, (state, keys), None, length=num_updates)
+        return state, keys, metrics
+
+    return update_many
+
+
 def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, updates_per_call: int = 1000,
           method: str | None = None) -> dict:
     ds, spec = load_training_data(run)
@@ -150,10 +178,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, updates_p
     normalizer = fit_normalizer(ds.observations) if getattr(cfg, "normalize_observations", False) else None
     data = to_device(dataset_columns(ds, spec, normalizer))
 
-    seeds = jnp.arange(K) + run.seed
-    state = jax.vmap(lambda s: algo.init(cfg, spec, jax.random.PRNGKey(s)))(seeds)
-    keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), 1))(seeds)
-    state = jax.tree.map(jnp.copy, state)  # donation needs every leaf in its own buffer
+    state, keys = init_agents(algo, cfg, spec, run.seed, K)
     stopper = EarlyStopping(patience, state) if patience else None
     start, resume_meta = 0, None
     if run.resume:
@@ -169,19 +194,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, updates_p
                            normalizer=normalizer, reference=reference, resume_step=start if run.resume else None,
                            resume_meta=resume_meta)
 
-    update = vmapped_update(algo, cfg)
-
-    @functools.partial(jax.jit, static_argnames="num_updates", donate_argnames="state")
-    def update_many(state, keys, num_updates):
-        def one_update(carry, _):
-            state, keys = carry
-            keys, sub = jax.vmap(jax.random.split, out_axes=1)(keys)
-            batch = jax.vmap(lambda k: sample_transitions(data, k, cfg.batch_size))(sub)
-            state, metrics = update(state, batch)
-            return (state, keys), metrics
-
-        (state, keys), metrics = jax.lax.scan(one_update, (state, keys), None, length=num_updates)
-        return state, keys, metrics
+    update_many = make_update_many(algo, cfg, data)
 
     @jax.jit
     def greedy(state, obs):
