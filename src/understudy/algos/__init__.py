@@ -45,6 +45,9 @@ ALGORITHMS: dict[str, tuple[str, str, str]] = {
     "dt": ("understudy.algos.dt", "sequence",
            "Decision Transformer: causal transformer over (return-to-go, state, action) windows of K steps, conditioned "
            "on --target-return at evaluation (offline; DT paper/CORL defaults, --preset corl)"),
+    "morel": ("understudy.algos.morel", "model_based",
+              "MOReL: dynamics ensemble (--model mlp|vae), unknown-state detector from ensemble disagreement with a "
+              "HALT penalty, policy optimised inside the pessimistic model with --rl sac|ppo (offline; --preset paper)"),
     "dagger": ("understudy.algos.dagger", "interactive",
                "DAgger: roll out the learner mixed with an expert (--expert POLICY_DIR, beta_i = 1/(1+i)), relabel "
                "visited states with the expert's actions, aggregate, retrain (optional --dataset demos as D_0)"),

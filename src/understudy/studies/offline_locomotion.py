@@ -41,8 +41,8 @@ class OfflineLocomotionStudyArgs:
     """Comma-separated: halfcheetah, hopper, walker2d (each needs experts/<ENV_ID> with medium/)."""
     recipes: str = ",".join(RECIPES)
     """Comma-separated D4RL recipes: medium, medium-replay, medium-expert."""
-    algos: str = "bc,td3bc,iql,cql,dt"
-    """Comma-separated algorithms: bc, td3bc, iql, cql, dt, and morel once this version has it (`understudy train --help`)."""
+    algos: str = "bc,td3bc,iql,cql,dt,morel"
+    """Comma-separated algorithms: bc, td3bc, iql, cql, dt, morel."""
     seeds: int = 3
     """Seeds per (algorithm, dataset), one run (process) each."""
     seed: int = 0
