@@ -27,7 +27,7 @@ COMMANDS = {
     "plot": "Plot evaluation return over training for run directories, with a CI band over seeds.",
     "language": "Language rewards: understudy language (corpus | train-reward | eval-reward) ...",
     "study": "Run a whole study and write its report: understudy study NAME [options]. NAME: mountaincar-language, "
-             "instruct-babyai, instruct-metaworld",
+             "bc-heads, offline-locomotion, offline-walker, instruct-babyai, instruct-metaworld",
 }
 
 
@@ -175,6 +175,9 @@ def train(algo_name: str, cfg, run):
     import importlib
 
     module_path, loop_name, _ = ALGOS[algo_name]
+    from understudy.train.augment import check_supported
+
+    check_supported(loop_name, getattr(run, "obs_noise_augment", 0.0))
     algo = importlib.import_module(module_path)
     loop = importlib.import_module(f"understudy.train.{loop_name}")
     if hasattr(algo, "method_name"):

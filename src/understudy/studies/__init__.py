@@ -20,6 +20,10 @@ STUDIES: dict[str, tuple[str, str]] = {
     "offline-locomotion": ("understudy.studies.offline_locomotion",
                            "Issue 5: BC, TD3+BC, IQL, CQL, DT, MOReL on halfcheetah / hopper / walker2d medium, "
                            "medium-replay and medium-expert datasets from the shipped experts; CORL-style table"),
+    "offline-walker": ("understudy.studies.offline_walker",
+                       "Issue 5 / note 002: BC, CQL, TD3+BC, IQL, DT (MOReL) on dm_control walker walk / run / "
+                       "walk+run, with and without the task bit, expert/medium/medium-replay data; --obs-noise "
+                       "robustness and --train-obs-noise augmentation; note 002's numbers beside ours"),
     "instruct-babyai": ("understudy.studies.instruct:main_babyai",
                         "Issue 7: BabyAI bot demos (GoToLocal, PickupLoc, PutNextLocal), one instruction-following "
                         "policy per seed, per-level success against the targets"),

@@ -19,6 +19,7 @@ from understudy.data.normalize import fit_normalizer, normalize
 from understudy.data.samplers import sample_transitions, to_device
 from understudy.eval.rollouts import evaluate_seeds
 from understudy.policy import from_env_action, to_env_action
+from understudy.train.augment import noise_scale, with_obs_noise
 from understudy.train.common import RunArgs, RunRecorder, default_out, eval_episodes, eval_steps, mean_metrics, \
     prepare_run_dir, run_config, vmapped_update
 from understudy.types import Batch, EnvSpec, UnderstudyError
@@ -134,17 +135,19 @@ def init_agents(algo: ModuleType, cfg: Any, spec: EnvSpec, seed: int, num_seeds:
     return jax.tree.map(jnp.copy, state), keys  # donation needs every leaf in its own buffer
 
 
-def make_update_many(algo: ModuleType, cfg: Any, data):
+def make_update_many(algo: ModuleType, cfg: Any, data, obs_noise_scale: np.ndarray | None = None):
     """The jitted `update_many(state, keys, num_updates)`: that many updates of every seed in one lax.scan, each on
-    a batch sampled on device from `data` (a DeviceDataset). Returns (state, keys, metrics [num_updates, seeds])."""
+    a batch sampled on device from `data` (a DeviceDataset), with observation noise of per-feature std
+    `obs_noise_scale` when given (train/augment.py). Returns (state, keys, metrics [num_updates, seeds])."""
     update = vmapped_update(algo, cfg)
+    sample = with_obs_noise(lambda k: sample_transitions(data, k, cfg.batch_size), obs_noise_scale)
 
     @functools.partial(jax.jit, static_argnames="num_updates", donate_argnames="state")
     def update_many(state, keys, num_updates):
         def one_update(carry, _):
             state, keys = carry
             keys, sub = jax.vmap(jax.random.split, out_axes=1)(keys)
-            batch = jax.vmap(lambda k: sample_transitions(data, k, cfg.batch_size))(sub)
+            batch = jax.vmap(sample)(sub)
             state, metrics = update(state, batch)
             return (state, keys), metrics
 
@@ -194,7 +197,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, updates_p
                            normalizer=normalizer, reference=reference, resume_step=start if run.resume else None,
                            resume_meta=resume_meta)
 
-    update_many = make_update_many(algo, cfg, data)
+    update_many = make_update_many(algo, cfg, data, noise_scale(run.obs_noise_augment, spec, normalizer))
 
     @jax.jit
     def greedy(state, obs):

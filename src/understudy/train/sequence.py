@@ -28,6 +28,7 @@ from understudy.data.normalize import fit_normalizer, normalize
 from understudy.data.samplers import DeviceDataset, episode_start_index, sample_windows
 from understudy.eval.dt_rollouts import evaluate_history_seeds
 from understudy.policy import from_env_action
+from understudy.train.augment import augment_windows, noise_scale, with_obs_noise
 from understudy.train.common import RunArgs, RunRecorder, default_out, eval_episodes, eval_steps, mean_metrics, \
     prepare_run_dir, run_config, seed_slice, vmapped_update
 from understudy.train.offline import _spec_options, load_training_data
@@ -108,13 +109,15 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, updates_p
                                 return_scale=cfg.return_scale)
 
     update = vmapped_update(algo, cfg)
+    sample = with_obs_noise(lambda k: sample_windows(data, k, cfg.batch_size, cfg.context),
+                            noise_scale(run.obs_noise_augment, spec, normalizer), augment_windows)
 
     @functools.partial(jax.jit, static_argnames="num_updates", donate_argnames="state")
     def update_many(state, keys, num_updates):
         def one_update(carry, _):
             state, keys = carry
             keys, sub = jax.vmap(jax.random.split, out_axes=1)(keys)
-            batch = jax.vmap(lambda k: sample_windows(data, k, cfg.batch_size, cfg.context))(sub)
+            batch = jax.vmap(sample)(sub)
             state, metrics = update(state, batch)
             return (state, keys), metrics
 
