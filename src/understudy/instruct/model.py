@@ -258,5 +258,6 @@ def net_description(net: InstructNet) -> dict:
 
 def init_params(net: InstructNet, example: dict, key: jax.Array) -> Any:
     """Parameters for `net` from one example batch {obs, window_mask, instruction, instruction_mask}."""
-    return net.init(key, example["obs"], example["window_mask"], example["instruction"],
-                    example["instruction_mask"])
+    # jitted: an eager flax init dispatches (and compiles) every op of the transformer one by one
+    return jax.jit(net.init)(key, example["obs"], example["window_mask"], example["instruction"],
+                             example["instruction_mask"])

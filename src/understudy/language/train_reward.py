@@ -196,8 +196,9 @@ def train_reward_model(cfg: RewardTrainConfig) -> dict:
     key = jax.random.PRNGKey(cfg.seed)
     key, init_key = jax.random.split(key)
     T = fmt.max_steps
-    params = model.module.init(init_key, data["states"][:1], data["actions"][:1], jnp.ones((1, T), bool),
-                               text[:1], text_mask[:1])["params"]
+    # jitted: an eager flax init dispatches (and compiles) every op of the transformer one by one
+    params = jax.jit(model.module.init)(init_key, data["states"][:1], data["actions"][:1], jnp.ones((1, T), bool),
+                                        text[:1], text_mask[:1])["params"]
     schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, min(100, cfg.steps // 10 + 1),
                                                   max(cfg.steps, 2), cfg.learning_rate * 0.1)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=cfg.weight_decay))
