@@ -125,12 +125,15 @@ def test_airl_f_is_g_plus_discounted_potential_difference_without_bootstrap_at_t
     f_moved = np.asarray(airl.learned_logit(cfg, params, moved, gamma))
     np.testing.assert_allclose(f_moved[terminal], np.asarray(f)[terminal], rtol=1e-6)
     assert np.all(np.abs(f_moved[~terminal] - np.asarray(f)[~terminal]) > 1e-6)
-    # D = exp(f) / (exp(f) + pi): logit f - log pi; policy reward f - log pi (ppo's default) or f (sac's)
+    # D = exp(f) / (exp(f) + pi): logit f - log pi; policy reward -log(1 - D) = log(1 + exp(f - log pi)) (ppo's
+    # default), f - log pi (--reward-form logit) or f (sac's)
     log_pi = jnp.linspace(-2.0, 1.0, 8)
     ppo_cfg, sac_cfg = tiny(airl, rl="ppo"), tiny(airl, rl="sac")
     np.testing.assert_allclose(airl.logits(ppo_cfg, params, batch, log_pi, gamma), f - log_pi, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(airl.policy_reward(ppo_cfg, params, batch, log_pi, gamma), f - log_pi, rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(airl.policy_reward(ppo_cfg, params, batch, log_pi, gamma),
+                               np.log1p(np.exp(np.asarray(f) - np.asarray(log_pi))), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(airl.policy_reward(tiny(airl, rl="ppo", reward_form="logit"), params, batch, log_pi,
+                                                  gamma), f - log_pi, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(airl.policy_reward(sac_cfg, params, batch, log_pi, gamma), f, rtol=1e-6)
 
 

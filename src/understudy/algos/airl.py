@@ -4,7 +4,10 @@ The discriminator is D(s, a, s') = exp(f) / (exp(f) + pi(a|s)), i.e. logit = f(s
     f(s, a, s') = g(s) + gamma * h(s') - h(s)        (g(s, a) with --no-state-only)
 where g is the reward term and h a potential-based shaping term; after a true termination there is no
 h(s') (terminated transitions bootstrap nothing). The policy is trained on log D - log(1 - D) = f - log pi(a|s)
-(--reward-form logit, the paper's; the default with --rl ppo); --reward-form f gives f alone and leaves the
+(--reward-form logit, the paper's), or on -log(1 - D) = softplus(f - log pi) (--reward-form positive, the default
+with --rl ppo: on envs that end early (Hopper, Walker2d, Ant) the logit's mostly negative rewards pay the policy
+to fall over at once, which is what a Hopper run with it learned (return ~3); the paper's benchmarks and the
+imitation library's use fixed-horizon envs, where the sign does not matter); --reward-form f gives f alone and leaves the
 entropy term to the RL algorithm (the default with --rl sac, whose soft Bellman backup takes -alpha log pi on
 fresh actions of the current policy; -log pi of old replay actions under today's policy can be hundreds of
 nats once the policy narrows). With --rl sac the discriminator's policy samples come from the newest
@@ -47,8 +50,8 @@ REWARD_VERSION = 1
 class Config(AdversarialConfig):
     """AIRL: f(s, a, s') = g(s) + gamma h(s') - h(s) around --rl sac|ppo, expert data from --dataset."""
 
-    reward_form: Optional[Literal["logit", "f"]] = None
-    """Policy reward: logit = log D - log(1 - D) = f - log pi(a|s) (the paper's); f = f(s, a, s') alone. None: logit with --rl ppo, f with --rl sac (SAC's own entropy bonus is the -log pi term, taken off-policy-correctly on fresh actions; -log pi of old replay actions under the current policy is not)."""
+    reward_form: Optional[Literal["logit", "positive", "f"]] = None
+    """Policy reward: logit = log D - log(1 - D) = f - log pi(a|s) (the paper's); positive = -log(1 - D) = softplus(f - log pi) (>= 0, so surviving pays, as in GAIL; right for envs that end early); f = f(s, a, s') alone. None: positive with --rl ppo, f with --rl sac (SAC's own entropy bonus is the -log pi term, taken off-policy-correctly on fresh actions; -log pi of old replay actions under the current policy is not)."""
     disc_recent: Optional[int] = 10_000
     """--rl sac: the discriminator's policy transitions come from the newest N replay transitions, whose actions the current policy's log pi still describes (None: the whole buffer)."""
     state_only: bool = True
@@ -117,13 +120,15 @@ def resolved_reward_form(cfg: Config) -> str:
     """--reward-form, with None resolved for the wrapped RL algorithm."""
     if cfg.reward_form is not None:
         return cfg.reward_form
-    return "f" if cfg.rl == "sac" else "logit"
+    return "f" if cfg.rl == "sac" else "positive"
 
 
 def policy_reward(cfg: Config, params: dict, batch: Batch, log_pi: jax.Array, gamma: float) -> jax.Array:
-    """The reward [B] the RL algorithm sees: f - log pi (--reward-form logit) or f (--reward-form f); a constant."""
-    if resolved_reward_form(cfg) == "logit":
-        return jax.lax.stop_gradient(logits(cfg, params, batch, log_pi, gamma))
+    """The reward [B] the RL algorithm sees: f - log pi (--reward-form logit), softplus(f - log pi) (positive) or f
+    (--reward-form f); a constant."""
+    form = resolved_reward_form(cfg)
+    if form in ("logit", "positive"):
+        return jax.lax.stop_gradient(discriminator.gail_reward(logits(cfg, params, batch, log_pi, gamma), form))
     return jax.lax.stop_gradient(learned_logit(cfg, params, batch, gamma))
 
 
