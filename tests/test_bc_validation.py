@@ -101,3 +101,33 @@ def test_bad_validation_settings_are_refused(dataset, tmp_path):
     with pytest.raises(UnderstudyError, match="holds none out"):
         interactive.train("dagger", dagger, dagger.Config(expert=str(EXPERT), validation_fraction=0.1),
                           RunArgs(env="Pendulum-v1", steps=10, out=str(tmp_path / "b"), progress=False))
+
+
+def test_ema_parameters_follow_the_moving_average_and_are_what_the_policy_acts_with():
+    import jax
+
+    from understudy.types import ArraySpec, Batch, EnvSpec
+
+    spec = EnvSpec(env_id="x", family="gymnasium", observation=ArraySpec(shape=(3,), dtype="float32"),
+                   action=ArraySpec(shape=(2,), dtype="float32", low=(-1.0, -1.0), high=(1.0, 1.0)))
+    cfg = bc.Config(hidden_dims=(8,), batch_size=4, ema_decay=0.9)
+    state = bc.init(cfg, spec, jax.random.PRNGKey(0))
+    batch = Batch(observations=jnp.ones((4, 3)), actions=jnp.full((4, 2), 0.5), rewards=jnp.zeros(4),
+                  terminations=jnp.zeros(4), next_observations=jnp.ones((4, 3)))
+    average = state.params
+    for t in range(5):
+        state, _ = bc.update(cfg, state, batch)
+        d = min(0.9, (1 + t) / (10 + t))  # the ramp: early updates are not averaged with the initialization
+        average = jax.tree.map(lambda a, p, d=d: d * a + (1 - d) * p, average, state.params)
+    jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-7), average, state.ema_params)
+    assert not np.allclose(jax.tree.leaves(state.params)[0], jax.tree.leaves(state.ema_params)[0])
+    obs = jnp.ones((1, 3))
+    head = bc._head(cfg, 2)
+    np.testing.assert_allclose(bc.act(cfg, state, obs, jax.random.PRNGKey(1), True),
+                               head.apply(state.ema_params, obs, method="mode"))
+    assert bc.policy_export(cfg, state)[1] is state.ema_params
+    off, _ = bc.update(bc.Config(hidden_dims=(8,), batch_size=4), bc.init(bc.Config(hidden_dims=(8,), batch_size=4),
+                                                                          spec, jax.random.PRNGKey(0)), batch)
+    assert off.ema_params is off.params  # ema_decay 0: the parameters themselves
+    with pytest.raises(UnderstudyError, match="ema-decay must be in"):
+        bc.init(dataclasses.replace(cfg, ema_decay=1.0), spec, jax.random.PRNGKey(0))

@@ -68,6 +68,14 @@ def test_noise_augmentation_has_the_right_std_keeps_the_task_bit_and_is_off_by_d
     assert with_obs_noise(sample, None) is sample  # ...not even the sampling function
     with pytest.raises(UnderstudyError, match="must be a standard deviation"):
         noise_scale(-0.1, spec, None)
+    # 'std' units: sigma is a fraction of each feature's spread, so the standardized batch gets sigma everywhere...
+    np.testing.assert_allclose(noise_scale(0.2, spec, normalizer, "std"), [0.2] * 4 + [0, 0], rtol=1e-6)
+    # ...and a raw batch gets sigma times the dataset's per-feature std
+    observations = np.stack([np.array([1, 2, 4, 0.5, 1, 0]) * v for v in (-1.0, 1.0)]).astype(np.float32)
+    np.testing.assert_allclose(noise_scale(0.2, spec, None, "std", observations), [0.2, 0.4, 0.8, 0.1, 0, 0],
+                               rtol=1e-6)
+    with pytest.raises(UnderstudyError, match="units must be one of raw, std"):
+        noise_scale(0.2, spec, None, "percent")
 
     rng = np.random.default_rng(0)
     obs = (5 * rng.standard_normal((50, 6))).astype(np.float32)

@@ -45,6 +45,8 @@ class Config:
     """Clip gradients to this global norm; None disables clipping."""
     batch_size: int = 256
     """(observation, action) pairs per gradient update."""
+    ema_decay: float = 0.0
+    """Act, export and validate with an exponential moving average of the parameters, updated after every gradient step with this decay (e.g. 0.999, about the last 1000 updates); 0 uses the parameters themselves. Averaging smooths the step-to-step noise of SGD that the policy's returns otherwise follow."""
     normalize_observations: bool = True
     """Standardize observations with dataset mean/std (applied by the training loop, saved in the export)."""
     validation_fraction: float = 0.0
@@ -54,9 +56,11 @@ class Config:
 
 
 class State(struct.PyTreeNode):
-    """Policy parameters, optimizer state, rng and update count. `action_dim` is static."""
+    """Policy parameters, their moving average (the acting ones when ema_decay > 0), optimizer state, rng and
+    update count. `action_dim` is static."""
 
     params: Any
+    ema_params: Any
     opt_state: Any
     rng: jax.Array
     step: jax.Array  # int32 scalar
@@ -100,6 +104,9 @@ def _mean_loss(cfg: Config, state: State, params: Any, batch: Batch, key: jax.Ar
 
 def init(cfg: Config, spec: EnvSpec, key: jax.Array) -> State:
     _check_head_fits(cfg, spec)
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise UnderstudyError(f"BC --ema-decay must be in [0, 1) (0 turns the moving average off; 0.999 averages "
+                              f"about the last 1000 updates), got {cfg.ema_decay}.")
     return _init_state(cfg, spec.obs_dim, spec.action_dim, key)
 
 
@@ -108,8 +115,8 @@ def _init_state(cfg: Config, obs_dim: int, action_dim: int, key: jax.Array) -> S
     # Jitted: initializing op by op dispatches many tiny computations (seconds on CPU).
     key, init_key = jax.random.split(key)
     params = _head(cfg, action_dim).init(init_key, jnp.zeros((1, obs_dim), jnp.float32))
-    return State(params=params, opt_state=_optimizer(cfg).init(params), rng=key, step=jnp.zeros((), jnp.int32),
-                 action_dim=action_dim)
+    return State(params=params, ema_params=params, opt_state=_optimizer(cfg).init(params), rng=key,
+                 step=jnp.zeros((), jnp.int32), action_dim=action_dim)
 
 
 def update(cfg: Config, state: State, batch: Batch) -> tuple[State, dict[str, jax.Array]]:
@@ -117,14 +124,24 @@ def update(cfg: Config, state: State, batch: Batch) -> tuple[State, dict[str, ja
     loss, grads = jax.value_and_grad(lambda p: _mean_loss(cfg, state, p, batch, loss_key))(state.params)
     updates, opt_state = _optimizer(cfg).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(params=params, opt_state=opt_state, rng=rng, step=state.step + 1)
+    ema_params = moving_average(state.ema_params, params, cfg.ema_decay, state.step) if cfg.ema_decay else params
+    new_state = state.replace(params=params, ema_params=ema_params, opt_state=opt_state, rng=rng,
+                              step=state.step + 1)
     return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
 
 
+def moving_average(average: Any, params: Any, decay: float, step: jax.Array) -> Any:
+    """One step of the parameters' exponential moving average. The decay ramps up as min(decay, (1 + t) / (10 + t))
+    (TensorFlow's ExponentialMovingAverage with num_updates), so the first updates are not averaged with the
+    random initialization."""
+    d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+    return jax.tree.map(lambda a, p: d * a + (1.0 - d) * p, average, params)
+
+
 def evaluate_loss(cfg: Config, state: State, batch: Batch) -> jax.Array:
-    """Mean head loss on a (validation) batch, without gradients or a state change."""
+    """Mean head loss of the acting parameters on a (validation) batch, without gradients or a state change."""
     # A fixed key derived from the state: heads whose loss samples (diffusion) stay reproducible.
-    return _mean_loss(cfg, state, state.params, batch, jax.random.fold_in(state.rng, 0x5EED))
+    return _mean_loss(cfg, state, state.ema_params, batch, jax.random.fold_in(state.rng, 0x5EED))
 
 
 def act(cfg: Config, state: State, obs: jax.Array, key: jax.Array, deterministic: bool) -> jax.Array:
@@ -134,10 +151,10 @@ def act(cfg: Config, state: State, obs: jax.Array, key: jax.Array, deterministic
     """
     head = _head(cfg, state.action_dim)
     if deterministic:
-        return head.apply(state.params, obs, method="mode")
-    return head.apply(state.params, obs, key, method="sample")
+        return head.apply(state.ema_params, obs, method="mode")
+    return head.apply(state.ema_params, obs, key, method="sample")
 
 
 def policy_export(cfg: Config, state: State) -> tuple[dict, Any]:
     """(head_config dict, policy variables) — `make_head(**config).apply(variables, obs, method=...)` acts."""
-    return head_config(cfg.head, state.action_dim, cfg.hidden_dims, **head_options(cfg)), state.params
+    return head_config(cfg.head, state.action_dim, cfg.hidden_dims, **head_options(cfg)), state.ema_params

@@ -35,6 +35,10 @@ class Config:
     """Transitions per gradient update."""
     learning_starts: int = 5000
     """Environment steps taken with uniformly random actions before updates begin."""
+    random_action_hold: int = 1
+    """Before learning_starts, hold each uniformly random action for this many steps (temporally extended
+    exploration, as in Dabney et al. 2021's ez-greedy). 1 = a fresh action every step. MountainCarContinuous
+    needs it: one-step random actions never reach the top, actions held 10-50 steps do in most episodes."""
     buffer_size: int = 1_000_000
     """Replay buffer capacity in transitions."""
     updates_per_step: float = 1.0
@@ -108,6 +112,9 @@ def init(cfg: Config, spec: EnvSpec, key: jax.Array) -> State:
                               "actions. Use a discrete-action algorithm (dqn, ppo) or a Box-action environment.")
     if cfg.num_critics < 1:
         raise UnderstudyError(f"SAC --num-critics must be >= 1, got {cfg.num_critics}.")
+    if cfg.random_action_hold < 1:
+        raise UnderstudyError(f"SAC --random-action-hold must be >= 1 (1 draws a new random action every step), "
+                              f"got {cfg.random_action_hold}.")
     return _init_state(cfg, spec.obs_dim, spec.action_dim, key)
 
 

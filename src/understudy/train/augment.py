@@ -4,7 +4,10 @@ Every sampled batch gets Gaussian noise on its state observations, drawn on devi
 a policy learns to act on observations as noisy as those `--obs-noise SIGMA` (or `envs.make(obs_noise=...)`)
 gives it at evaluation. SIGMA is in the environment's raw observation units, the units of `--obs-noise`:
 when a run standardizes observations (x - mean) / std, the noise added to the standardized batch is
-N(0, (SIGMA / std)^2) per feature, which is exactly raw noise of std SIGMA passed through the normalizer. The
+N(0, (SIGMA / std)^2) per feature, which is exactly raw noise of std SIGMA passed through the normalizer.
+With `--obs-noise-augment-units std`, SIGMA is instead a fraction of each feature's standard deviation in the
+dataset (raw noise SIGMA * std_i): a regulariser that perturbs every feature alike, however small its spread
+(HalfCheetah's first feature has std 0.03, so raw noise of 0.1 swamps it). The
 task-bit one-hot (the last `num_tasks` features when the spec has one) stays exact, as the env's ObservationNoise
 wrapper leaves it.
 
@@ -22,14 +25,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from understudy.data.normalize import fit_normalizer
 from understudy.types import Batch, EnvSpec, UnderstudyError
 
 NOISE_STREAM = 0x61756700  # folded into the sampling key: the noise never reuses the sampling draws
 LOOPS_WITH_AUGMENTATION = ("offline", "sequence")  # the training loops that read --obs-noise-augment
 
 
-def noise_scale(sigma: float, spec: EnvSpec, normalizer: Optional[dict]) -> Optional[np.ndarray]:
-    """Per-feature std of the noise in the units the algorithm sees [obs_dim] float32, or None when sigma is 0."""
+NOISE_UNITS = ("raw", "std")
+
+
+def noise_scale(sigma: float, spec: EnvSpec, normalizer: Optional[dict], units: str = "raw",
+                observations: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+    """Per-feature std of the noise in the units the algorithm sees [obs_dim] float32, or None when sigma is 0.
+
+    units "raw": sigma in raw observation units; "std": sigma times each feature's dataset std (taken from
+    `normalizer`, or from `observations` [N, obs_dim] when the run does not standardize)."""
+    if units not in NOISE_UNITS:
+        raise UnderstudyError(f"--obs-noise-augment-units must be one of {', '.join(NOISE_UNITS)}, got {units!r}.")
     if isinstance(sigma, bool) or not np.isfinite(sigma) or sigma < 0:
         raise UnderstudyError(f"--obs-noise-augment must be a standard deviation >= 0 (0 turns it off), got {sigma!r}.")
     if not sigma:
@@ -38,7 +51,13 @@ def noise_scale(sigma: float, spec: EnvSpec, normalizer: Optional[dict]) -> Opti
         raise UnderstudyError(f"--obs-noise-augment adds noise to flat vector observations, but {spec.env_id} observes "
                               f"{spec.observation}; drop --obs-noise-augment for it.")
     scale = np.full(spec.obs_shape, float(sigma), np.float32)
-    if normalizer is not None:
+    if units == "std":
+        if normalizer is None:  # the algorithm sees raw features: noise of sigma times each feature's spread
+            if observations is None:
+                raise UnderstudyError("--obs-noise-augment-units std needs the dataset's observations or a normalizer.")
+            scale = scale * fit_normalizer(np.asarray(observations, np.float32))["std"].reshape(spec.obs_shape)
+        # else: standardized features have std 1, so sigma is already in the units the algorithm sees
+    elif normalizer is not None:
         scale = scale / np.asarray(normalizer["std"], np.float32).reshape(spec.obs_shape)
     if spec.num_tasks:
         scale[-int(spec.num_tasks):] = 0.0

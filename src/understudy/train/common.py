@@ -53,6 +53,8 @@ class RunArgs:
     """Std of Gaussian noise added to observations during evaluation rollouts (robustness checks)."""
     obs_noise_augment: float = 0.0
     """Offline training (bc, td3bc, iql, cql, dt): std of Gaussian noise added on device to every sampled batch's observations (and next observations), in raw observation units like --obs-noise (divided by the normalizer's std when the run standardizes); task-bit features stay exact. 0 = off (understudy.train.augment)."""
+    obs_noise_augment_units: Literal["raw", "std"] = "raw"
+    """Units of --obs-noise-augment: 'raw' (observation units, as --obs-noise) or 'std' (a fraction of each feature's standard deviation in the dataset, so every feature is perturbed alike)."""
     reward_text: Optional[str] = None
     """Train on a language reward instead of the environment's: the --reward-model's score of the trajectory so far against this sentence (the environment's reward is never seen; evaluation still reports the environment's return and success)."""
     reward_model: Optional[str] = None

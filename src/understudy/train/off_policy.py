@@ -151,12 +151,18 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
     checkpoint_every = max(run.eval_every, (run.checkpoint_every or run.eval_every) // run.eval_every * run.eval_every)
     step = start
     last_row = None
+    hold, held_action = getattr(cfg, "random_action_hold", 1), None
     for mark in eval_steps(run.steps, run.eval_every, start):
         while step < mark:
             n = min(chunk, mark - step)
             cols = {k: [] for k in TRANSITION_KEYS}
             for _ in range(n):
-                action, keys = act_all(state, jnp.asarray(obs), keys, explore_randomly=step < cfg.learning_starts)
+                explore_randomly = step < cfg.learning_starts
+                if explore_randomly and held_action is not None and step % hold:
+                    action = held_action  # --random-action-hold: keep the random action a few steps more
+                else:
+                    action, keys = act_all(state, jnp.asarray(obs), keys, explore_randomly=explore_randomly)
+                    held_action = action if explore_randomly else None
                 obs, rewards, ended = step_envs(envs, obs, np.asarray(action), spec, cols)
                 ep_return += rewards
                 finished_returns.extend(ep_return[ended])

@@ -197,7 +197,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, updates_p
                            normalizer=normalizer, reference=reference, resume_step=start if run.resume else None,
                            resume_meta=resume_meta)
 
-    update_many = make_update_many(algo, cfg, data, noise_scale(run.obs_noise_augment, spec, normalizer))
+    update_many = make_update_many(algo, cfg, data, noise_scale(run.obs_noise_augment, spec, normalizer, run.obs_noise_augment_units, ds.observations))
 
     @jax.jit
     def greedy(state, obs):

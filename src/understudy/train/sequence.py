@@ -110,7 +110,8 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, updates_p
 
     update = vmapped_update(algo, cfg)
     sample = with_obs_noise(lambda k: sample_windows(data, k, cfg.batch_size, cfg.context),
-                            noise_scale(run.obs_noise_augment, spec, normalizer), augment_windows)
+                            noise_scale(run.obs_noise_augment, spec, normalizer,
+                                        run.obs_noise_augment_units, ds.observations), augment_windows)
 
     @functools.partial(jax.jit, static_argnames="num_updates", donate_argnames="state")
     def update_many(state, keys, num_updates):
