@@ -45,6 +45,8 @@ class Config:
     """Clip gradients to this global norm; None disables clipping."""
     batch_size: int = 256
     """(observation, action) pairs per gradient update."""
+    ensemble_size: int = 1
+    """Train this many independently initialized copies of the head on the same batches and act with the mean of their modes (an ensemble head in the export); 1 is a single head. Averaging cancels the members' separate errors in states the demonstrations never reached, where a cloned policy fails."""
     ema_decay: float = 0.0
     """Act, export and validate with an exponential moving average of the parameters, updated after every gradient step with this decay (e.g. 0.999, about the last 1000 updates); 0 uses the parameters themselves. Averaging smooths the step-to-step noise of SGD that the policy's returns otherwise follow."""
     normalize_observations: bool = True
@@ -73,8 +75,17 @@ def head_options(cfg: Config) -> dict:
             "autoregressive": {"num_bins": cfg.num_bins}}.get(cfg.head, {})
 
 
+def _head_spec(cfg: Config) -> tuple[str, dict]:
+    """(head name, options) of the policy: the chosen head, or an ensemble of copies of it."""
+    if cfg.ensemble_size == 1:
+        return cfg.head, head_options(cfg)
+    return "ensemble", {"member": cfg.head, "members": cfg.ensemble_size,
+                        "member_options": tuple(sorted(head_options(cfg).items()))}
+
+
 def _head(cfg: Config, action_dim: int):
-    return make_head(cfg.head, action_dim=action_dim, hidden_dims=cfg.hidden_dims, **head_options(cfg))
+    name, options = _head_spec(cfg)
+    return make_head(name, action_dim=action_dim, hidden_dims=cfg.hidden_dims, **options)
 
 
 def _optimizer(cfg: Config) -> optax.GradientTransformation:
@@ -85,9 +96,15 @@ def _optimizer(cfg: Config) -> optax.GradientTransformation:
 
 
 def _check_head_fits(cfg: Config, spec: EnvSpec) -> None:
-    if cfg.head not in HEADS:
+    if cfg.head not in HEADS or cfg.head == "ensemble":
         raise UnderstudyError(f"BC --head {cfg.head!r} is not an action head. Choose one of: "
-                              f"{', '.join(sorted(HEADS))}.")
+                              f"{', '.join(sorted(set(HEADS) - {'ensemble'}))} (an ensemble of any of them: "
+                              "--ensemble-size N).")
+    if cfg.ensemble_size < 1:
+        raise UnderstudyError(f"BC --ensemble-size must be >= 1 (1 trains a single head), got {cfg.ensemble_size}.")
+    if cfg.ensemble_size > 1 and is_discrete_head(cfg.head):
+        raise UnderstudyError(f"BC --ensemble-size averages continuous actions; --head {cfg.head} is discrete. "
+                              "Use --ensemble-size 1.")
     if spec.discrete and not is_discrete_head(cfg.head):
         raise UnderstudyError(f"{spec.env_id} has {spec.num_actions} discrete actions but BC --head is "
                               f"{cfg.head!r}, a continuous-action head. Use `--head categorical`.")
@@ -157,4 +174,5 @@ def act(cfg: Config, state: State, obs: jax.Array, key: jax.Array, deterministic
 
 def policy_export(cfg: Config, state: State) -> tuple[dict, Any]:
     """(head_config dict, policy variables) — `make_head(**config).apply(variables, obs, method=...)` acts."""
-    return head_config(cfg.head, state.action_dim, cfg.hidden_dims, **head_options(cfg)), state.ema_params
+    name, options = _head_spec(cfg)
+    return head_config(name, state.action_dim, cfg.hidden_dims, **options), state.ema_params

@@ -24,6 +24,7 @@ from understudy.nets.heads.autoregressive import AutoregressiveHead
 from understudy.nets.heads.categorical import CategoricalHead
 from understudy.nets.heads.deterministic import DeterministicHead
 from understudy.nets.heads.diffusion import DiffusionHead
+from understudy.nets.heads.ensemble import EnsembleHead
 from understudy.nets.heads.gaussian import GaussianHead
 from understudy.nets.heads.gmm import GMMHead
 from understudy.nets.heads.tanh_gaussian import TanhGaussianHead
@@ -37,6 +38,7 @@ HEADS: dict[str, type[nn.Module]] = {
     "gmm": GMMHead,
     "diffusion": DiffusionHead,
     "autoregressive": AutoregressiveHead,
+    "ensemble": EnsembleHead,  # copies of another head (BC --ensemble-size), acting with their mean
 }
 
 # Fields every head has, set by make_head's named arguments rather than **kw.
@@ -98,4 +100,4 @@ def head_config(name: str, action_dim: int, hidden_dims: tuple[int, ...] = (256,
 
 __all__ = ["HEADS", "make_head", "head_config", "register_head", "is_discrete_head", "DeterministicHead",
            "GaussianHead", "TanhGaussianHead", "CategoricalHead", "GMMHead", "DiffusionHead",
-           "AutoregressiveHead"]
+           "AutoregressiveHead", "EnsembleHead"]
