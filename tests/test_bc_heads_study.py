@@ -120,3 +120,14 @@ def test_report_normalizes_with_the_study_references_and_checks_each_target(tmp_
     assert results["unfinished"] == ["dagger-seed0"]
     text = report_markdown(results)
     assert "| mse | steps=100, lr=0.001 | 2 | 95.0 ± 1.0 |" in text and "dagger-seed0" in text
+
+
+def test_hyper_parameters_compare_nested_configs_field_by_field():
+    from understudy.algos import gail
+    from understudy.studies.bc_heads_report import _non_default_settings
+
+    settings = json.loads(json.dumps(dataclasses.asdict(gail.Config())))  # as config.json stores it: tuples -> lists
+    assert _non_default_settings({"algo": "gail", "steps": 7, "config": settings}) == {"steps": 7}
+    settings["rl"], settings["ppo"]["learning_rate"] = "ppo", 1e-4
+    assert _non_default_settings({"algo": "gail", "steps": 7, "config": settings}) == {
+        "steps": 7, "rl": "ppo", "ppo.learning_rate": 1e-4}

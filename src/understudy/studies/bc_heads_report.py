@@ -39,14 +39,27 @@ def _non_default_settings(config: dict) -> dict:
     algo, settings = config.get("algo"), config.get("config") or {}
     changed = {}
     if algo in ALGORITHMS:
-        defaults = {f.name: f.default for f in dataclasses.fields(get_algorithm(algo).Config)
-                    if f.default is not dataclasses.MISSING}
-        for k, v in settings.items():
-            default = defaults.get(k)
-            same = (list(default) == list(v)) if isinstance(default, tuple) and isinstance(v, list) else default == v
-            if k in defaults and not same and k not in _NOT_HYPER:
-                changed[k] = v
+        changed = _changed(get_algorithm(algo).Config(), settings)
     return {"steps": config.get("steps"), **changed}
+
+
+def _as_json(value):
+    return [_as_json(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _changed(defaults, settings: dict, prefix: str = "") -> dict:
+    """{name: value} of `settings` (a config.json dict) that differ from the dataclass instance `defaults`; a
+    nested config (GAIL's sac, ppo) is compared field by field and reported as `sac.actor_lr=...`."""
+    changed = {}
+    for f in dataclasses.fields(defaults):
+        if f.name not in settings or f.name in _NOT_HYPER:
+            continue
+        default, value = getattr(defaults, f.name), settings[f.name]
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            changed.update(_changed(default, value, f"{prefix}{f.name}."))
+        elif _as_json(default) != _as_json(value):
+            changed[prefix + f.name] = value
+    return changed
 
 
 def _target(method: str, env_id: str) -> Optional[float]:
