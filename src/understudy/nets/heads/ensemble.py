@@ -1,9 +1,9 @@
 """An ensemble of independently initialized copies of any continuous-action head ("ensemble").
 
 BC with `--ensemble-size E` trains E members on the same batches (their losses averaged: with Adam each member
-learns as it would alone) and acts with the mean of their modes. Averaging cancels the members' separate
-extrapolation errors in states the demonstrations never reached, which is where a cloned policy fails: on 25
-HalfCheetah expert episodes, one MSE policy falls over in 3-9 of 100 episodes, the mean of three in 2.
+learns as it would alone) and acts with the mean of their modes, so the members' separate errors in states the
+demonstrations never reached partly cancel. On 25 HalfCheetah expert episodes a 5-member MSE ensemble scored 0.963
+of the expert's normalized return against 0.939 for one head (docs/results/bc-heads-halfcheetah).
 
 `sample` draws each example's action from one member chosen uniformly (the ensemble as a mixture), and
 `log_prob`, where the members have one, is that mixture's density.
