@@ -107,6 +107,41 @@ def record_wall_times(out: Path) -> Callable[[str], None]:
     return log_and_time
 
 
+def split_choices(value: str, known: tuple[str, ...], flag: str) -> list[str]:
+    """A comma-separated flag value as its distinct items in order, refusing an empty list or an unknown item."""
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in items if v not in known]
+    if not items or unknown:
+        raise UnderstudyError(f"{flag} {value!r}: unknown {unknown or 'empty list'}; choose from {', '.join(known)}.")
+    return list(dict.fromkeys(items))
+
+
+def plot_panels(path: Path, panels: list[tuple[str, dict]], ylabel: str) -> Path:
+    """One figure of up to 3 panels a row: each (title, {label: pandas Series indexed by gradient update})."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    columns = min(3, len(panels))
+    rows = (len(panels) + columns - 1) // columns
+    fig = Figure(figsize=(4.5 * columns, 3.2 * rows), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
+    for ax, (title, lines) in zip(axes, panels):
+        for label, series in lines.items():
+            ax.plot(series.index, series.to_numpy(), label=label)
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel("gradient updates")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
 def split_extra_args(value: str, flag: str, forbidden: Iterable[str]) -> list[str]:
     """An --*-args string as a list of arguments, refusing the flags the study sets itself."""
     try:

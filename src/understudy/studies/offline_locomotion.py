@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from understudy.studies.common import check_same_settings, log, parse_study_args, record_wall_times, \
-    split_extra_args, study_command
+    split_choices, split_extra_args, study_command
 from understudy.types import UnderstudyError
 
 ENVS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}
@@ -81,20 +81,12 @@ class OfflineLocomotionStudyArgs:
     """Progress bars while collecting."""
 
 
-def _split(value: str, known: tuple[str, ...], flag: str) -> list[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [v for v in items if v not in known]
-    if not items or unknown:
-        raise UnderstudyError(f"{flag} {value!r}: unknown {unknown or 'empty list'}; choose from {', '.join(known)}.")
-    return items
-
-
 def check_args(args: OfflineLocomotionStudyArgs) -> None:
     from understudy.algos import ALGORITHMS
 
-    _split(args.envs, tuple(ENVS), "--envs")
-    _split(args.recipes, RECIPES, "--recipes")
-    missing = [a for a in _split(args.algos, ALGOS, "--algos") if a not in ALGORITHMS]
+    split_choices(args.envs, tuple(ENVS), "--envs")
+    split_choices(args.recipes, RECIPES, "--recipes")
+    missing = [a for a in split_choices(args.algos, ALGOS, "--algos") if a not in ALGORITHMS]
     if missing:
         raise UnderstudyError(f"This version of understudy has no {', '.join(missing)}; leave it out of --algos.")
     if min(args.seeds, args.dataset_steps, args.steps, args.eval_every, args.eval_episodes,
@@ -108,7 +100,7 @@ def dataset_plan(args: OfflineLocomotionStudyArgs) -> dict[str, dict]:
     data = Path(args.data_dir or Path(args.out) / "data").resolve()
     return {f"{env}-{recipe}": {"env": env, "env_id": ENVS[env], "recipe": recipe,
                                 "expert": str(Path("experts") / ENVS[env]), "path": str(data / f"{env}-{recipe}")}
-            for env in _split(args.envs, tuple(ENVS), "--envs") for recipe in _split(args.recipes, RECIPES, "--recipes")}
+            for env in split_choices(args.envs, tuple(ENVS), "--envs") for recipe in split_choices(args.recipes, RECIPES, "--recipes")}
 
 
 def collect_datasets(args: OfflineLocomotionStudyArgs, plan: dict[str, dict]) -> None:
@@ -141,7 +133,7 @@ def study_runs(args: OfflineLocomotionStudyArgs, plan: dict[str, dict]) -> list:
     common = ("--steps", str(args.steps), "--eval-every", str(args.eval_every), "--eval-episodes",
               str(args.eval_episodes), "--final-eval-episodes", str(args.final_eval_episodes), "--no-progress")
     runs = []
-    for algo in _split(args.algos, ALGOS, "--algos"):
+    for algo in split_choices(args.algos, ALGOS, "--algos"):
         extra = split_extra_args(getattr(args, f"{algo}_args"), f"--{algo}-args", _STUDY_FLAGS)
         for name, entry in plan.items():
             for i in range(args.seeds):

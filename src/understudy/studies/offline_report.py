@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from understudy.studies.common import embed_figures, summarize_matrix
+from understudy.studies.common import embed_figures, plot_panels, summarize_matrix
 from understudy.studies.offline_locomotion import ALGOS, ENVS, RECIPES
 from understudy.types import UnderstudyError
 
@@ -157,8 +157,6 @@ def plot_curves(results: dict, path: Path) -> Optional[Path]:
     """curves.png: one panel per dataset, normalized evaluation score x100 over updates, one line per algorithm
     (mean over seeds)."""
     import pandas as pd
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     panels = []
     for d in results["datasets"]:
@@ -181,24 +179,7 @@ def plot_curves(results: dict, path: Path) -> Optional[Path]:
             panels.append((d, lines))
     if not panels:
         return None
-    columns = min(3, len(panels))
-    rows = (len(panels) + columns - 1) // columns
-    fig = Figure(figsize=(4.5 * columns, 3.2 * rows), dpi=110)
-    FigureCanvasAgg(fig)
-    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
-    for ax, (d, lines) in zip(axes, panels):
-        for algo, series in lines.items():
-            ax.plot(series.index, series.to_numpy(), label=algo)
-        ax.set_title(d, fontsize="medium")
-        ax.set_xlabel("gradient updates")
-        ax.set_ylabel("normalized score x100")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small")
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return plot_panels(path, panels, "normalized score x100")
 
 
 def write_offline_report(out: str | Path) -> dict:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Optional
 
 from understudy.studies.common import NOT_SETTINGS, check_same_settings, log, parse_study_args, record_wall_times, \
-    split_extra_args, study_command
+    split_choices, split_extra_args, study_command
 from understudy.types import UnderstudyError
 
 TASK_ENVS = ("walker-walk", "walker-run")  # task id = index; the task bit is (index, len(TASK_ENVS))
@@ -109,14 +109,6 @@ class OfflineWalkerStudyArgs:
 # ---------------------------------------------------------------------------------------------------------
 # flags
 # ---------------------------------------------------------------------------------------------------------
-def _split(value: str, known: tuple[str, ...], flag: str) -> list[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [v for v in items if v not in known]
-    if not items or unknown:
-        raise UnderstudyError(f"{flag} {value!r}: unknown {unknown or 'empty list'}; choose from {', '.join(known)}.")
-    return list(dict.fromkeys(items))
-
-
 def _sigmas(value: str, flag: str, allow_empty: bool) -> list[float]:
     try:
         sigmas = [float(v) for v in value.split(",") if v.strip()]
@@ -143,8 +135,8 @@ def check_args(args: OfflineWalkerStudyArgs) -> None:
     for value, known, flag in ((args.tasks, tuple(TASKS), "--tasks"), (args.task_bits, BITS, "--task-bits"),
                                (args.recipes, RECIPES, "--recipes"),
                                (args.eval_checkpoints, EVAL_CHECKPOINTS, "--eval-checkpoints")):
-        _split(value, known, flag)
-    missing = [a for a in _split(args.algos, ALGOS, "--algos") if a not in ALGORITHMS]
+        split_choices(value, known, flag)
+    missing = [a for a in split_choices(args.algos, ALGOS, "--algos") if a not in ALGORITHMS]
     if missing:
         raise UnderstudyError(f"This version of understudy has no {', '.join(missing)}; leave it out of --algos.")
     noise_scales(args)
@@ -170,11 +162,11 @@ def dataset_plan(args: OfflineWalkerStudyArgs) -> tuple[dict[str, dict], dict[st
     """(base, variants). base: <walk|run>-<recipe> -> {env_id, recipe, expert, path}, collected from the experts.
     variants: <task>-<recipe>[-bit] -> {task, recipe, bit, path, sources (base names), evals: [{env_id, task_bit}]}."""
     root = _data_root(args)
-    recipes = _split(args.recipes, RECIPES, "--recipes")
+    recipes = split_choices(args.recipes, RECIPES, "--recipes")
     base, variants = {}, {}
-    for task in _split(args.tasks, tuple(TASKS), "--tasks"):
+    for task in split_choices(args.tasks, tuple(TASKS), "--tasks"):
         for recipe in recipes:
-            for bit in (b == "with" for b in _split(args.task_bits, BITS, "--task-bits")):
+            for bit in (b == "with" for b in split_choices(args.task_bits, BITS, "--task-bits")):
                 sources = [f"{token}-{recipe}" for token in TASKS[task]]
                 for token, name in zip(TASKS[task], sources):
                     env_id = ENV_OF[token]
@@ -305,7 +297,7 @@ def study_runs(args: OfflineWalkerStudyArgs, variants: dict[str, dict]) -> tuple
     common = ("--steps", str(args.steps), "--eval-every", str(args.eval_every), "--eval-episodes",
               str(args.eval_episodes), "--final-eval-episodes", str(args.final_eval_episodes), "--no-progress")
     runs, cells = [], {}
-    for algo in _split(args.algos, ALGOS, "--algos"):
+    for algo in split_choices(args.algos, ALGOS, "--algos"):
         extra = split_extra_args(getattr(args, f"{algo}_args"), f"--{algo}-args", _STUDY_FLAGS)
         for augment in augment_scales(args):
             if augment and algo in ALGORITHMS and ALGORITHMS[algo][1] not in LOOPS_WITH_AUGMENTATION:
@@ -374,7 +366,7 @@ def evaluate_runs(args: OfflineWalkerStudyArgs, out: Path, variants: dict[str, d
     evaluations ran (those already on disk are not redone)."""
     from understudy.studies.runner import is_finished
 
-    checkpoints = _split(args.eval_checkpoints, EVAL_CHECKPOINTS, "--eval-checkpoints")
+    checkpoints = split_choices(args.eval_checkpoints, EVAL_CHECKPOINTS, "--eval-checkpoints")
     done = 0
     for name, cell in cells.items():
         run_dir = out / "runs" / name
@@ -434,7 +426,7 @@ def run_study(args: OfflineWalkerStudyArgs) -> dict:
         {"study": "offline-walker", "command": study_command("offline-walker", args),
          "args": dataclasses.asdict(args), "datasets": base, "variants": variants, "cells": cells,
          "noise": noise_scales(args),
-         "eval_checkpoints": _split(args.eval_checkpoints, EVAL_CHECKPOINTS, "--eval-checkpoints"),
+         "eval_checkpoints": split_choices(args.eval_checkpoints, EVAL_CHECKPOINTS, "--eval-checkpoints"),
          "runs": {r.name: ["understudy", *r.args, "--out", str(out.resolve() / "runs" / r.name)] for r in runs}},
         indent=2))
     collect_base(args, base)

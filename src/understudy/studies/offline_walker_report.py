@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from understudy.studies.common import embed_figures, summarize_matrix
+from understudy.studies.common import embed_figures, plot_panels, summarize_matrix
 from understudy.types import UnderstudyError
 
 # Note 002 (/work/shared/seeds/002): returns of the best checkpoint on its expert trajectories (walk expert 962.8,
@@ -235,8 +235,6 @@ def plot_curves(out: Path, results: dict, path: Path) -> Optional[Path]:
     """curves.png: training-time evaluation return over updates, one panel per dataset variant, one line per
     method (mean over seeds)."""
     import pandas as pd
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     study = _read_json(out / "study.json") or {}
     panels: dict[str, dict] = {}
@@ -251,25 +249,9 @@ def plot_curves(out: Path, results: dict, path: Path) -> Optional[Path]:
         panels.setdefault(cell["variant"], {}).setdefault(cell["method"], []).append(series["eval/return"])
     if not panels:
         return None
-    columns = min(3, len(panels))
-    rows = (len(panels) + columns - 1) // columns
-    fig = Figure(figsize=(4.5 * columns, 3.2 * rows), dpi=110)
-    FigureCanvasAgg(fig)
-    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
-    for ax, (variant, lines) in zip(axes, panels.items()):
-        for method, frames in lines.items():
-            mean = pd.concat(frames, axis=1).sort_index().mean(axis=1)
-            ax.plot(mean.index, mean.to_numpy(), label=method)
-        ax.set_title(variant, fontsize="medium")
-        ax.set_xlabel("gradient updates")
-        ax.set_ylabel("return (training env)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small")
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
+    means = [(variant, {method: pd.concat(frames, axis=1).sort_index().mean(axis=1) for method, frames in lines.items()})
+             for variant, lines in panels.items()]
+    return plot_panels(path, means, "return (training env)")
 
 
 def write_walker_report(out: str | Path) -> dict:
