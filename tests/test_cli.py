@@ -205,3 +205,30 @@ def test_a_run_from_before_a_flag_was_added_still_resumes_but_a_changed_flag_is_
     with_reward = {**config, "run": {**config["run"], "reward_text": "reach the top", "reward_scale": 2.0}}
     with pytest.raises(UnderstudyError, match="reward_scale"):  # with a language reward the flags matter
         prepare_run_dir(str(tmp_path), resume=True, overwrite=False, config=with_reward)
+
+
+def test_a_run_from_before_an_algorithm_option_was_added_still_resumes_but_a_changed_option_is_refused(tmp_path):
+    import dataclasses
+
+    from understudy.algos.gail import Config as GAILConfig
+    from understudy.algos.sac import Config as SACConfig
+    from understudy.train.common import prepare_run_dir
+    from understudy.types import UnderstudyError
+
+    def config_of(cfg):
+        return {"algo": "x", "env_id": "Pendulum-v1", "run": {"steps": 100, "seed": 0},
+                "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=list))}
+
+    for cfg, drop in ((SACConfig(), lambda c: c.pop("random_action_hold")),
+                      (GAILConfig(), lambda c: c["sac"].pop("random_action_hold"))):  # nested: GAIL's SAC
+        old = config_of(cfg)
+        drop(old["config"])  # saved by a version without the option
+        (tmp_path / "config.json").write_text(json.dumps(old))
+        with pytest.raises(UnderstudyError, match="random_action_hold"):  # without the config, nothing to fill from
+            prepare_run_dir(str(tmp_path), resume=True, overwrite=False, config=config_of(cfg))
+        prepare_run_dir(str(tmp_path), resume=True, overwrite=False, config=config_of(cfg), algo_cfg=cfg)
+        (tmp_path / "config.json").write_text(json.dumps(old))
+        changed = dataclasses.replace(cfg, random_action_hold=25) if isinstance(cfg, SACConfig) else \
+            dataclasses.replace(cfg, sac=dataclasses.replace(cfg.sac, random_action_hold=25))
+        with pytest.raises(UnderstudyError, match="random_action_hold"):
+            prepare_run_dir(str(tmp_path), resume=True, overwrite=False, config=config_of(changed), algo_cfg=changed)

@@ -260,7 +260,7 @@ def _train_sac(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, ds, met
     config = run_config(algo_name, method, run.env, run, cfg,
                         extra={"buffer_capacity": capacity, "expert_steps": int(ds.num_steps),
                                "expert_episodes": int(ds.num_episodes)})
-    run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config)
+    run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config, algo_cfg=cfg)
     envs[0] = attach_videos(envs[0], run, run_dir, next_video_episode(run_dir))
     chunk = math.gcd(chunk, run.eval_every)
 
@@ -466,7 +466,7 @@ def _train_ppo(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, ds, met
     config = run_config(algo_name, method, run.env, run, cfg,
                         extra={"schedule": plan, "expert_steps": int(ds.num_steps),
                                "expert_episodes": int(ds.num_episodes)})
-    run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config)
+    run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config, algo_cfg=cfg)
     envs.envs[0] = attach_videos(envs.envs[0], run, run_dir, next_video_episode(run_dir))
     total, every = plan["total"], plan["eval_every"]
     recorder_run = dataclasses.replace(run, steps=total, eval_every=every, snapshot_every=plan["snapshot_every"])

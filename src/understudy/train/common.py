@@ -157,8 +157,11 @@ def default_out(algo: str, env_id: str, seed: int) -> str:
     return str(Path("runs") / f"{algo}-{env_id.replace('/', '_')}-s{seed}")
 
 
-def prepare_run_dir(out: str, *, resume: bool, overwrite: bool, config: dict) -> Path:
-    """Creates the run directory, refusing to overwrite an existing run unless asked."""
+def prepare_run_dir(out: str, *, resume: bool, overwrite: bool, config: dict, algo_cfg: Any = None) -> Path:
+    """Creates the run directory, refusing to overwrite an existing run unless asked.
+
+    algo_cfg (the run's algorithm config) lets a run saved by an older understudy resume: a config field added
+    since then is missing from its config.json and is taken to have had its default."""
     run_dir = Path(out)
     final_episodes = (config.get("run") or {}).get("final_eval_episodes")
     if final_episodes is not None and final_episodes < 1:
@@ -171,7 +174,7 @@ def prepare_run_dir(out: str, *, resume: bool, overwrite: bool, config: dict) ->
         if not (run_dir / "config.json").exists():
             raise UnderstudyError(f"Cannot resume: {run_dir} holds no run (no config.json). Start it without --resume.")
         saved = json.loads((run_dir / "config.json").read_text())
-        differences = _config_differences(saved, config)
+        differences = _config_differences(saved, config, _config_defaults(algo_cfg))
         if differences:
             raise UnderstudyError(f"Cannot resume {run_dir}: its config differs from these flags in {', '.join(differences)}. "
                                   "Resume with the same flags (only --steps may change), or start a new run.")
@@ -187,7 +190,25 @@ def prepare_run_dir(out: str, *, resume: bool, overwrite: bool, config: dict) ->
     return run_dir
 
 
-def _config_differences(saved: dict, new: dict) -> list[str]:
+def _config_defaults(algo_cfg: Any) -> dict:
+    """The defaults of algo_cfg's dataclass, as run_config records them ({} when it has required fields)."""
+    if algo_cfg is None or not dataclasses.is_dataclass(algo_cfg):
+        return {}
+    try:
+        return _jsonable(dataclasses.asdict(type(algo_cfg)()))
+    except TypeError:
+        return {}
+
+
+def _fill_missing(saved: Any, defaults: Any) -> Any:
+    """saved with the keys that only defaults has added, at every level of nesting."""
+    if not isinstance(saved, dict) or not isinstance(defaults, dict):
+        return saved
+    filled = {k: _fill_missing(v, defaults.get(k)) for k, v in saved.items()}
+    return {**{k: v for k, v in defaults.items() if k not in saved}, **filled}
+
+
+def _config_differences(saved: dict, new: dict, config_defaults: dict | None = None) -> list[str]:
     # a run may move, stop later, or end with a longer final evaluation
     ignore = {"steps", "out", "resume", "overwrite", "progress", "wandb_project", "tensorboard", "final_eval_episodes"}
     # A run flag that a newer understudy added is absent from an older run's config; left at its default it
@@ -199,6 +220,8 @@ def _config_differences(saved: dict, new: dict) -> list[str]:
     diffs = []
     for section in ("config", "run"):
         a, b = saved.get(section, {}), new.get(section, {})
+        if section == "config" and config_defaults:
+            a = _fill_missing(a, config_defaults)
         for k in sorted(set(a) | set(b)):
             if section == "run" and k not in a and k in run_defaults and b.get(k) == run_defaults[k]:
                 continue

@@ -115,7 +115,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, method: s
     method = method or (algo.method_name(cfg) if hasattr(algo, "method_name") else algo_name)
     out = run.out or default_out(algo_name, run.env, run.seed)
     config = run_config(algo_name, method, run.env, run, cfg, extra={"horizon": length, "step_unit": "env_steps"})
-    run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config)
+    run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config, algo_cfg=cfg)
     envs[0][0] = attach_videos(envs[0][0], run, run_dir, next_video_episode(run_dir))
 
     # -- agents and loop keys, each with a leading seed axis (init validates the config and the spec) -------

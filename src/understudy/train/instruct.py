@@ -256,7 +256,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Config, run: RunArgs, *, method
                         extra={"dataset_steps": int(ds.num_steps), "dataset_episodes": int(ds.num_episodes),
                                "tasks": [t["env_id"] for t in tasks], "devices": int(mesh.size)})
     main_process = jax.process_index() == 0
-    run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config)
+    run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config, algo_cfg=cfg)
     tx, state, key = initial_state(cfg, setup, run.steps, run.seed)
     checkpointer = TrainCheckpointer(run_dir / "checkpoints")
     start, meta = 0, {}

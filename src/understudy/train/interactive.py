@@ -86,7 +86,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, method: s
         if saved is not None and saved != capacity:
             raise UnderstudyError(f"{out} was started with room for {saved} aggregated steps; DAgger preallocates its "
                                   "dataset for the run's --steps, so resume it with the same --steps (and --dataset).")
-    run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config)
+    run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config, algo_cfg=cfg)
 
     # -- learners, keys and aggregated datasets, each with a leading seed axis ------------------------------
     seeds = jnp.arange(K) + run.seed

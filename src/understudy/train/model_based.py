@@ -305,7 +305,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, method: s
     if ds_val is not None:
         extra["model_validation_steps"] = int(ds_val.num_steps)
     config = run_config(algo_name, method, spec.env_id, run, cfg, extra=extra)
-    run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config)
+    run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config, algo_cfg=cfg)
     total, every = plan["total"], plan["eval_every"]
     recorder_run = dataclasses.replace(run, steps=total, eval_every=every, snapshot_every=plan["snapshot_every"])
 

@@ -74,7 +74,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
     if run.resume and saved_config.exists():
         capacity = json.loads(saved_config.read_text()).get("buffer_capacity", capacity)
     config = run_config(algo_name, method, run.env, run, cfg, extra={"buffer_capacity": capacity})
-    run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config)
+    run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config, algo_cfg=cfg)
     envs[0] = attach_videos(envs[0], run, run_dir, next_video_episode(run_dir))
     chunk = math.gcd(chunk, run.eval_every)  # evaluation steps fall on chunk boundaries
 

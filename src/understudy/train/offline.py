@@ -176,7 +176,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, updates_p
     if ds_val is not None:
         extra["validation_steps"] = int(ds_val.num_steps)
     config = run_config(algo_name, method, spec.env_id, run, cfg, extra=extra)
-    run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config)
+    run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config, algo_cfg=cfg)
 
     normalizer = fit_normalizer(ds.observations) if getattr(cfg, "normalize_observations", False) else None
     data = to_device(dataset_columns(ds, spec, normalizer))

@@ -123,7 +123,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, method: s
     out = run.out or default_out(algo_name, run.env, run.seed)
     plan = schedule(run, T * N)
     config = run_config(algo_name, method, run.env, run, cfg, extra={"schedule": plan})
-    run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config)
+    run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config, algo_cfg=cfg)
     envs.envs[0] = attach_videos(envs.envs[0], run, run_dir, next_video_episode(run_dir))
     total, every = plan["total"], plan["eval_every"]
     # the recorder sees the rounded schedule, so its snapshots and progress bar fall on rollout boundaries

@@ -85,7 +85,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, updates_p
     if ds.metadata.get("ref_min_score") is not None and ds.metadata.get("ref_max_score") is not None:
         reference = {"random": float(ds.metadata["ref_min_score"]), "expert": float(ds.metadata["ref_max_score"])}
     config = run_config(algo_name, method, spec.env_id, run, cfg, extra={"dataset_steps": int(ds.num_steps)})
-    run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config)
+    run_dir = prepare_run_dir(out, resume=run.resume, overwrite=run.overwrite, config=config, algo_cfg=cfg)
 
     normalizer = fit_normalizer(ds.observations) if cfg.normalize_observations else None
     data = sequence_dataset(ds, spec, normalizer, cfg.return_scale)
