@@ -137,6 +137,37 @@ def test_airl_f_is_g_plus_discounted_potential_difference_without_bootstrap_at_t
     np.testing.assert_allclose(airl.policy_reward(sac_cfg, params, batch, log_pi, gamma), f, rtol=1e-6)
 
 
+def test_airl_with_ppo_takes_log_pi_of_the_policys_own_draws_not_of_the_clipped_actions(demos):
+    # A Gaussian draw clipped at the box edge is far likelier than the same value drawn: were the clipped action's
+    # density used, a policy whose mean left the box would earn a large -log pi for acting bang-bang.
+    from understudy.data import load_dataset
+
+    cfg = tiny(airl, rl="ppo", disc_updates=0)  # no discriminator step: the rewards come from these parameters
+    expert, _ = adversarial.expert_on_device(cfg, load_dataset(demos), SPEC)
+    agent = adversarial.Agent(rl=ppo.init(cfg.ppo, SPEC, jax.random.PRNGKey(0)),
+                              disc=discriminator.init_state(init_params(airl, cfg, 0), cfg))
+    T, N = 4, 2
+    rng = np.random.default_rng(0)
+    obs = jnp.asarray(rng.normal(size=(T, N, 3)), jnp.float32)
+    sampled = jnp.asarray([[[3.0], [-0.5]], [[-2.5], [0.2]], [[0.9], [1.7]], [[-1.2], [0.0]]], jnp.float32)
+    executed = jnp.clip(sampled, -1.0, 1.0)
+    final_obs, terminations, valid = obs[-1] + 0.1, jnp.zeros((T, N)), jnp.ones((T, N))
+    _, rewards, _ = adversarial.ppo_discriminator_round(airl, cfg, SPEC, agent, expert, obs, executed, sampled,
+                                                        final_obs, terminations, valid, jax.random.PRNGKey(1))
+    next_obs = jnp.concatenate([obs[1:], final_obs[None]], axis=0)
+    batch = adversarial.disc_inputs(SPEC, obs.reshape(T * N, 3), executed.reshape(T * N, 1),
+                                    next_obs.reshape(T * N, 3), terminations.reshape(-1))
+    params, gamma = agent.disc.params, discriminator.rl_gamma(cfg)
+
+    def reward_with_log_pi_of(actions):
+        log_pi = adversarial._ppo_log_prob(cfg.ppo, agent.rl, batch.observations, actions.reshape(T * N, 1))
+        return np.asarray(airl.policy_reward(cfg, params, batch, log_pi, gamma)).reshape(T, N)
+
+    np.testing.assert_allclose(rewards, reward_with_log_pi_of(sampled), rtol=1e-5, atol=1e-6)
+    clipped = np.asarray(np.abs(sampled[..., 0]) > 1)
+    assert np.all(reward_with_log_pi_of(executed)[clipped] < np.asarray(rewards)[clipped] - 1e-3)  # they differ
+
+
 def test_discriminator_step_lowers_the_loss_on_separable_data():
     cfg = tiny(gail, disc_lr=1e-2, grad_penalty=1.0)
     disc = discriminator.init_state(init_params(gail, tiny(gail), 0), cfg)

@@ -398,12 +398,15 @@ def _ppo_log_prob(pcfg: ppo_algo.Config, rl: ppo_algo.State, obs: jax.Array, act
 
 
 def ppo_discriminator_round(algo: ModuleType, cfg: Any, spec: EnvSpec, agent: Agent, expert: DeviceDataset,
-                            obs: jax.Array, actions: jax.Array, final_obs: jax.Array, terminations: jax.Array,
-                            valid: jax.Array, key: jax.Array):
+                            obs: jax.Array, actions: jax.Array, sampled_actions: jax.Array, final_obs: jax.Array,
+                            terminations: jax.Array, valid: jax.Array, key: jax.Array):
     """One seed, one rollout [T, N]: --disc-updates discriminator steps (policy rows drawn uniformly from the valid
     rows, expert rows from the dataset), then the rollout's rewards [T, N] from the updated discriminator.
 
-    obs: standardized observations [T, N, *obs]; actions: the executed (clipped) actions; final_obs [N, *obs]:
+    obs: standardized observations [T, N, *obs]; actions: the executed (clipped) actions, which the discriminator
+    sees; sampled_actions: the policy's own draws before clipping, whose log pi AIRL's logit takes (the density of a
+    clipped action is that of a draw far past the box edge: a policy whose mean left the box would be paid a large
+    -log pi for acting bang-bang, a Hopper AIRL run learned exactly that and collapsed); final_obs [N, *obs]:
     the observation after the last step. With gymnasium's next-step autoreset the observation after row t is
     row t + 1's (a done row's is its episode's final observation); autoreset rows (valid 0) are never sampled.
     """
@@ -419,7 +422,7 @@ def ppo_discriminator_round(algo: ModuleType, cfg: Any, spec: EnvSpec, agent: Ag
     def log_pi(o, a):
         return _ppo_log_prob(pcfg, agent.rl, o, a) if algo.USES_LOG_PROB else jnp.zeros(o.shape[:1])
 
-    rollout_log_pi = log_pi(flat(obs), flat(actions))
+    rollout_log_pi = log_pi(flat(obs), flat(sampled_actions))
     weights = flat(valid) / jnp.maximum(jnp.sum(valid), 1.0)
 
     def batches(k):
@@ -445,7 +448,7 @@ def ppo_discriminator_round(algo: ModuleType, cfg: Any, spec: EnvSpec, agent: Ag
 def _ppo_disc_program(algo: ModuleType, cfg: Any, spec_json: str):
     """ppo_discriminator_round vmapped over seeds and jitted (cached, like on_policy.compiled_programs)."""
     round_ = functools.partial(ppo_discriminator_round, algo, cfg, EnvSpec.from_json(spec_json))
-    return jax.jit(jax.vmap(round_, in_axes=(0, None, 0, 0, 0, 0, 0, 0)))
+    return jax.jit(jax.vmap(round_, in_axes=(0, None, 0, 0, 0, 0, 0, 0, 0)))
 
 
 @jax.jit
@@ -513,6 +516,7 @@ def _train_ppo(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, ds, met
     env_columns = np.zeros((4, T, K, N), np.float32)  # rewards (replaced), terminations, truncations, valid
     seen_obs = np.zeros((T, K, N, *obs_shape), np.float32)  # standardized, as the discriminator sees them
     executed = np.zeros((T, K, N, *action_shape), np.int32 if spec.discrete else np.float32)
+    sampled = np.zeros_like(executed)  # before clipping: AIRL's log pi is the density of these
     raw_obs, _ = envs.reset(seed=run.seed * N + 7919 * start)
     resetting = np.zeros(K * N, bool)
     ep_return = np.zeros(K * N)
@@ -531,6 +535,7 @@ def _train_ppo(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, ds, met
                 seen_obs[t] = standardized(raw_obs)
                 acting, rows_t, action, keys = programs.explore(acting, jnp.asarray(seen_obs[t]), keys)
                 rows[t] = rows_t
+                sampled[t] = np.asarray(action).reshape(K, N, *action_shape)
                 action = ppo_algo.env_action(np.asarray(action).reshape(K * N, *action_shape), spec.discrete)
                 executed[t] = action.reshape(K, N, *action_shape)
                 raw_obs, reward, terminated, truncated, _ = envs.step(to_env_action(action, spec))
@@ -545,7 +550,8 @@ def _train_ppo(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, ds, met
             columns = jnp.asarray(env_columns.swapaxes(1, 2))  # [4, K, T, N]
             keys, disc_keys = _split_keys(keys)
             agent, rewards, disc_metrics = disc_round(agent, expert, jnp.asarray(seen_obs.swapaxes(0, 1)),
-                                                      jnp.asarray(executed.swapaxes(0, 1)), final_obs, columns[1],
+                                                      jnp.asarray(executed.swapaxes(0, 1)),
+                                                      jnp.asarray(sampled.swapaxes(0, 1)), final_obs, columns[1],
                                                       columns[3], disc_keys)
             rl, metrics = programs.update(agent.rl, acting, jnp.asarray(rows.swapaxes(0, 1)),
                                           columns.at[0].set(rewards), final_obs, jnp.float32(lr_scale(step)))
