@@ -83,3 +83,29 @@ def test_bc_trains_an_ensemble_and_refuses_bad_settings():
     with pytest.raises(UnderstudyError, match="averages continuous actions"):
         bc.init(dataclasses.replace(cfg, head="categorical"), discrete, jax.random.PRNGKey(0))
     assert jnp.isfinite(bc.act(cfg, state, jnp.ones((2, OBS_DIM)), jax.random.PRNGKey(1), True)).all()
+
+
+def test_bootstrap_weighs_each_members_examples_by_its_own_poisson_draws():
+    cfg = bc.Config(head="mse", hidden_dims=(8,), batch_size=B, ensemble_size=MEMBERS, ensemble_bootstrap=True)
+    state = bc.init(cfg, SPEC, jax.random.PRNGKey(0))
+    obs = jax.random.normal(jax.random.key(1), (B, OBS_DIM))
+    batch = bc.Batch(observations=obs, actions=jnp.tanh(obs[:, :ACTION_DIM]), rewards=None, terminations=None,
+                     next_observations=None)
+    head = make_head("ensemble", action_dim=ACTION_DIM, hidden_dims=(8,), member="mse", members=MEMBERS)
+    key = jax.random.key(5)
+    loss_key, weight_key = jax.random.split(key)
+    per_member = np.asarray(head.apply(state.params, obs, batch.actions, loss_key, method="member_losses"))
+    assert per_member.shape == (MEMBERS, B)
+    weights = np.asarray(jax.random.poisson(weight_key, 1.0, (MEMBERS, B)))
+    assert not np.all(weights == weights[0])  # the members' resamples differ
+    np.testing.assert_allclose(bc._training_loss(cfg, state, state.params, batch, key), np.mean(weights * per_member),
+                               rtol=1e-5)
+    plain = dataclasses.replace(cfg, ensemble_bootstrap=False)
+    np.testing.assert_allclose(bc._training_loss(plain, state, state.params, batch, key), per_member.mean(), rtol=1e-5)
+    # the validation loss is unweighted, and the update follows the weighted loss
+    np.testing.assert_allclose(bc.evaluate_loss(cfg, state, batch), bc.evaluate_loss(plain, state, batch), rtol=1e-6)
+    boot_state, _ = bc.update(cfg, state, batch)
+    plain_state, _ = bc.update(plain, state, batch)
+    assert not np.allclose(jax.tree.leaves(boot_state.params)[0], jax.tree.leaves(plain_state.params)[0])
+    with pytest.raises(UnderstudyError, match="ensemble-bootstrap"):
+        bc.init(dataclasses.replace(cfg, ensemble_size=1), SPEC, jax.random.PRNGKey(0))

@@ -36,10 +36,13 @@ class EnsembleHead(nn.Module):
     def __call__(self, obs: jax.Array) -> list:
         return [head(obs) for head in self.heads]
 
-    def loss(self, obs: jax.Array, action: jax.Array, key: Optional[jax.Array] = None) -> jax.Array:
+    def member_losses(self, obs: jax.Array, action: jax.Array, key: Optional[jax.Array] = None) -> jax.Array:
+        """Each member's own per-example loss [E, B] (BC's --ensemble-bootstrap weighs them apart)."""
         key = jax.random.PRNGKey(0) if key is None else key
-        per_member = [head.loss(obs, action, jax.random.fold_in(key, i)) for i, head in enumerate(self.heads)]
-        return jnp.mean(jnp.stack(per_member), axis=0)
+        return jnp.stack([head.loss(obs, action, jax.random.fold_in(key, i)) for i, head in enumerate(self.heads)])
+
+    def loss(self, obs: jax.Array, action: jax.Array, key: Optional[jax.Array] = None) -> jax.Array:
+        return jnp.mean(self.member_losses(obs, action, key), axis=0)
 
     def mode(self, obs: jax.Array) -> jax.Array:
         return jnp.mean(jnp.stack([head.mode(obs) for head in self.heads]), axis=0)
