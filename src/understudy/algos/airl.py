@@ -11,8 +11,10 @@ imitation library's use fixed-horizon envs, where the sign does not matter); --r
 entropy term to the RL algorithm (the default with --rl sac, whose soft Bellman backup takes -alpha log pi on
 fresh actions of the current policy; -log pi of old replay actions under today's policy can be hundreds of
 nats once the policy narrows). With --rl sac the discriminator's policy samples come from the newest
---disc-recent replay transitions, for the same reason. gamma is the wrapped RL algorithm's discount. The loop is
-understudy.train.adversarial.
+--disc-recent replay transitions, for the same reason. With --rl ppo, log pi is the density of the policy's own
+Gaussian draw, before the box clips it: the density at a clipped value would pay a policy whose mean has left the
+box a large -log pi for acting bang-bang (a Hopper run learned exactly that and collapsed). gamma is the wrapped RL
+algorithm's discount. The loop is understudy.train.adversarial.
 
 The learned reward is exported beside each policy export (best/, final/) as reward.safetensors + reward.json:
     from understudy.algos.airl import load_reward, AIRLRewardWrapper
