@@ -48,7 +48,7 @@ class Config:
     ensemble_size: int = 1
     """Train this many independently initialized copies of the head on the same batches and act with the mean of their modes (an ensemble head in the export); 1 is a single head. On 25 HalfCheetah expert episodes, 5 MSE members scored 0.963 of the expert's normalized return against 0.939 for one."""
     ensemble_bootstrap: bool = False
-    """With --ensemble-size > 1: each member weighs every training example by its own Poisson(1) draw, fresh for each batch (online bagging, Oza & Russell 2001), so the members learn from different resamples of the demonstrations, as separately trained policies would; the validation loss is unweighted."""
+    """With --ensemble-size > 1: each member weighs every training example by its own Poisson(1) draw, fresh for each batch (online bagging, Oza & Russell 2001), so the members learn from different resamples of the demonstrations, as separately trained policies would; the validation loss is unweighted. (On 25 HalfCheetah expert episodes, 5 members: MSE 0.949 against 0.963 without, GMM 0.942 against 0.927; both within the spread between seeds.)"""
     ema_decay: float = 0.0
     """Act, export and validate with an exponential moving average of the parameters, updated after every gradient step with this decay (e.g. 0.999, about the last 1000 updates); 0 uses the parameters themselves. (On 25 HalfCheetah expert episodes it left the MSE head's score unchanged: 0.940 against 0.939.)"""
     normalize_observations: bool = True
