@@ -127,7 +127,7 @@ def _mean_loss(cfg: Config, state: State, params: Any, batch: Batch, key: jax.Ar
 def _training_loss(cfg: Config, state: State, params: Any, batch: Batch, key: jax.Array) -> jax.Array:
     """The loss that update differentiates: _mean_loss, or with --ensemble-bootstrap each member's examples
     weighed by Poisson(1) draws [E, B] (their mean is 1, so the loss keeps its scale)."""
-    if not (cfg.ensemble_bootstrap and cfg.ensemble_size > 1):
+    if not cfg.ensemble_bootstrap:  # init refuses it without an ensemble
         return _mean_loss(cfg, state, params, batch, key)
     loss_key, weight_key = jax.random.split(key)
     per_member = _head(cfg, state.action_dim).apply(params, batch.observations, batch.actions, loss_key,

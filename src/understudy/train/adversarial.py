@@ -515,8 +515,8 @@ def _train_ppo(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, ds, met
     rows = np.zeros((T, K, N, programs.row_width), np.float32)
     env_columns = np.zeros((4, T, K, N), np.float32)  # rewards (replaced), terminations, truncations, valid
     seen_obs = np.zeros((T, K, N, *obs_shape), np.float32)  # standardized, as the discriminator sees them
-    executed = np.zeros((T, K, N, *action_shape), np.int32 if spec.discrete else np.float32)
-    sampled = np.zeros_like(executed)  # before clipping: AIRL's log pi is the density of these
+    # the policy's draws before clipping (AIRL's log pi is their density); the discriminator sees them clipped
+    sampled = np.zeros((T, K, N, *action_shape), np.int32 if spec.discrete else np.float32)
     raw_obs, _ = envs.reset(seed=run.seed * N + 7919 * start)
     resetting = np.zeros(K * N, bool)
     ep_return = np.zeros(K * N)
@@ -537,7 +537,6 @@ def _train_ppo(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, ds, met
                 rows[t] = rows_t
                 sampled[t] = np.asarray(action).reshape(K, N, *action_shape)
                 action = ppo_algo.env_action(np.asarray(action).reshape(K * N, *action_shape), spec.discrete)
-                executed[t] = action.reshape(K, N, *action_shape)
                 raw_obs, reward, terminated, truncated, _ = envs.step(to_env_action(action, spec))
                 valid = ~resetting
                 env_columns[:, t] = np.stack([reward, terminated, truncated, valid]).reshape(4, K, N)
@@ -549,6 +548,7 @@ def _train_ppo(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, ds, met
             final_obs = jnp.asarray(standardized(raw_obs))
             columns = jnp.asarray(env_columns.swapaxes(1, 2))  # [4, K, T, N]
             keys, disc_keys = _split_keys(keys)
+            executed = ppo_algo.env_action(sampled, spec.discrete)  # what the envs were sent
             agent, rewards, disc_metrics = disc_round(agent, expert, jnp.asarray(seen_obs.swapaxes(0, 1)),
                                                       jnp.asarray(executed.swapaxes(0, 1)),
                                                       jnp.asarray(sampled.swapaxes(0, 1)), final_obs, columns[1],
