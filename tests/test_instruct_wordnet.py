@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from instruct_training import train_two_sentence_policy
 
 from understudy.instruct.text import InstructionEncoder
 from understudy.instruct.wordnet import POS, WordNet, WordNetEncoder
@@ -124,38 +125,10 @@ def test_a_directory_that_is_not_wordnet_names_the_missing_files(tmp_path):
 def test_a_policy_trained_on_wordnet_features_reloads_and_carries_over_to_a_synonym(wordnet, tmp_path):
     """Trained on "shove it" -> -1.5 and "open the door" -> +1.5 only, the policy gives the unseen "push it"
     (push is shove's hypernym) the shove action; the export reloads with identical actions."""
-    import jax
-
-    from understudy.data import save_dataset
-    from understudy.data.episodes import Dataset
-    from understudy.envs import make_spec
-    from understudy.instruct.algo import Config
-    from understudy.instruct.policy import InstructPolicy
-    from understudy.train.common import RunArgs
-    from understudy.train.instruct import initial_state, make_update_many, prepare
-
-    spec = make_spec("Pendulum-v1")
-    rng = np.random.default_rng(0)
-    episodes = [{"observations": rng.standard_normal((6, 3)).astype(np.float32),
-                 "actions": np.full((5, 1), -1.5 if e % 2 else 1.5, np.float32), "rewards": np.zeros(5),
-                 "terminations": [False] * 5, "truncations": [False] * 4 + [True],
-                 "instruction": ["open the door", "shove it"][e % 2]} for e in range(8)]
-    save_dataset(Dataset.from_episodes(episodes, metadata={"env_id": spec.env_id, "spec": spec.to_dict()}),
-                 tmp_path / "data")
-    cfg = Config(d_model=32, num_layers=1, num_heads=2, head_hidden_dims=(32,), batch_size=16, warmup_steps=5,
-                 learning_rate=3e-3, text_encoder=f"wordnet:{wordnet.path}")
-    setup = prepare(cfg, RunArgs(dataset=str(tmp_path / "data")))
-    assert setup["net"].vocab_size == 0  # states in, projected
-    tx, state, key = initial_state(cfg, setup, 200, 0)
-    update_many = make_update_many(setup["net"], tx, setup["data"], setup["table"], cfg, setup["mesh"])
-    state, key, _ = update_many(state, key, num_updates=200)
-    policy = InstructPolicy(setup["net"], jax.device_get(state.params), setup["encoder"], setup["spec"],
-                            setup["normalizer"], setup["tasks"])
-    policy.save(tmp_path / "p")
-    loaded = InstructPolicy.load(tmp_path / "p")
-    obs, window = np.stack([episodes[0]["observations"][:4]] * 3), np.ones((3, 4), np.float32)
+    policy, _, act = train_two_sentence_policy(tmp_path, f"wordnet:{wordnet.path}", negative="shove it",
+                                               positive="open the door")
     sentences = ["shove it", "open the door", "push it"]
-    actions = loaded.act(obs, window, sentences)
-    np.testing.assert_array_equal(actions, policy.act(obs, window, sentences))
+    actions = act(sentences)
+    np.testing.assert_array_equal(actions, act(sentences, policy))
     assert actions[0, 0] < -1.0 and actions[1, 0] > 1.0
     assert actions[2, 0] < 0.0  # the unseen word "push" acts like "shove"

