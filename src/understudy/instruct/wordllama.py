@@ -76,7 +76,7 @@ class WordLlamaEncoder:
 
     def __init__(self, source: str, max_length: int):
         from safetensors import SafetensorError
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load
 
         try:
             from tokenizers import Tokenizer
@@ -92,8 +92,9 @@ class WordLlamaEncoder:
             self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
         except Exception as e:  # tokenizers raises a bare Exception on a malformed file
             raise UnderstudyError(f"{tokenizer_file} is not a tokenizers JSON file ({e}).") from None
+        table_bytes = table_file.read_bytes()  # read once: parsed and fingerprinted
         try:
-            tensors = load_file(str(table_file))
+            tensors = load(table_bytes)
         except (SafetensorError, OSError, ValueError) as e:
             raise UnderstudyError(f"{table_file} is not a readable safetensors file ({e}).") from None
         if TABLE_KEY not in tensors or tensors[TABLE_KEY].ndim != 2:
@@ -108,10 +109,7 @@ class WordLlamaEncoder:
             raise UnderstudyError(f"{tokenizer_file}'s vocabulary ({self.tokenizer.get_vocab_size()}) is larger than "
                                   f"{table_file}'s table ({len(self.table)} rows): the two files do not belong "
                                   "together.")
-        digest = hashlib.sha256()
-        for file in (tokenizer_file, table_file):
-            digest.update(file.read_bytes())
-        self.fingerprint = digest.hexdigest()
+        self.fingerprint = hashlib.sha256(tokenizer_file.read_bytes() + table_bytes).hexdigest()
 
     @property
     def dim(self) -> int:
@@ -122,7 +120,9 @@ class WordLlamaEncoder:
 
     def sentence_vector(self, sentence: str) -> np.ndarray:
         """WordLlama's sentence embedding: the unit-length mean of the token vectors (zeros for no tokens)."""
-        ids = self.token_ids(sentence)
+        return self._pooled(self.token_ids(sentence))
+
+    def _pooled(self, ids: list[int]) -> np.ndarray:
         if not ids:
             return np.zeros(self.dim, np.float32)
         mean = self.table[ids].mean(0)
@@ -133,9 +133,10 @@ class WordLlamaEncoder:
         states = np.zeros((len(sentences), self.max_length, self.dim), np.float32)
         mask = np.zeros((len(sentences), self.max_length), bool)
         for i, sentence in enumerate(sentences):
-            ids = self.token_ids(sentence)[: self.max_length - 1]
-            states[i, 0], mask[i, 0] = self.sentence_vector(sentence), True
-            states[i, 1: 1 + len(ids)], mask[i, 1: 1 + len(ids)] = self.table[ids], True
+            ids = self.token_ids(sentence)
+            kept = ids[: self.max_length - 1]
+            states[i, 0], mask[i, 0] = self._pooled(ids), True
+            states[i, 1: 1 + len(kept)], mask[i, 1: 1 + len(kept)] = self.table[kept], True
         return states, mask
 
     def length_for(self, sentences: list[str], max_tokens: int) -> int:
