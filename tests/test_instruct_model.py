@@ -156,6 +156,35 @@ def test_training_learns_exports_and_reloads_identical_actions(grid_data, tmp_pa
     assert a.shape == (3,) and a.dtype.kind == "i"
 
 
+def test_word_dropout_keeps_the_first_token_hides_the_others_at_its_rate_and_never_padding():
+    from understudy.instruct.algo import drop_words
+
+    mask = jnp.ones((4000, 6)).at[:, 4:].set(0.0)  # 4 real tokens, 2 padding
+    dropped = np.asarray(drop_words(mask, jax.random.key(0), 0.3))
+    assert dropped[:, 0].all() and not dropped[:, 4:].any()
+    np.testing.assert_allclose(dropped[:, 1:4].mean(axis=0), 0.7, atol=0.03)
+    np.testing.assert_array_equal(np.asarray(drop_words(mask, jax.random.key(0), 0.0)), np.asarray(mask))
+
+
+def test_word_dropout_changes_training_batches_only_and_is_checked(grid_data, tmp_path, capsys):
+    from understudy.cli import main
+    from understudy.train.instruct import initial_state, make_update_many, prepare
+
+    losses = {}
+    for rate in (0.0, 0.5):
+        cfg = Config(d_model=32, num_layers=1, num_heads=2, head_hidden_dims=(32,), batch_size=16, warmup_steps=2,
+                     word_dropout=rate)
+        setup = prepare(cfg, RunArgs(dataset=grid_data))
+        tx, state, key = initial_state(cfg, setup, 10, 0)
+        update_many = make_update_many(setup["net"], tx, setup["data"], setup["table"], cfg, setup["mesh"])
+        losses[rate] = np.asarray(update_many(state, key, num_updates=3)[2]["loss"])
+    assert np.isfinite(losses[0.5]).all()
+    assert losses[0.5][0] != losses[0.0][0]  # same windows and parameters, fewer instruction tokens
+    assert main(["train", "instruct", "--dataset", grid_data, "--word-dropout", "1", "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "--word-dropout 1.0 must be a probability in [0, 1)" in capsys.readouterr().err
+
+
 def test_cli_trains_evaluates_per_task_and_writes_eval_json(grid_data, tmp_path, capsys):
     from understudy.cli import main
 

@@ -44,6 +44,8 @@ class Config:
     """Directory caching the pretrained encoder's token states (default: <out>/text_cache)."""
     max_instruction_tokens: int = 16
     """Instruction tokens kept (longer instructions are cut)."""
+    word_dropout: float = 0.0
+    """Training only: hide each instruction token but the first (the pooled sentence vector with wordllama, BERT's [CLS]) from the policy with this probability, so it learns from every part of an instruction rather than a few exact words (helps paraphrases it never saw; 0: off)."""
     film: bool = True
     """FiLM-condition the observation encoder (BabyAI grid, state MLP) on the instruction, as BabyAI's own models do."""
     image_state: Literal["proprio", "full"] = "proprio"
@@ -98,6 +100,13 @@ def optimizer(cfg: Config, total_steps: int) -> optax.GradientTransformation:
 
 def init(params: Any, tx: optax.GradientTransformation) -> State:
     return State(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32))
+
+
+def drop_words(instruction_mask: jax.Array, key: jax.Array, rate: float) -> jax.Array:
+    """Word dropout: instruction_mask [B, L] with each position but the first zeroed with probability `rate`
+    (the first is always kept, so no instruction is left empty)."""
+    keep = (jax.random.uniform(key, instruction_mask.shape) >= rate).at[:, 0].set(True)
+    return instruction_mask * keep.astype(instruction_mask.dtype)
 
 
 def loss_fn(net: InstructNet, params: Any, batch: dict, key: jax.Array) -> jax.Array:

@@ -27,7 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from understudy.data.normalize import fit_normalizer
 from understudy.data.samplers import sample_windows, to_device
 from understudy.envs.metaworld import PROPRIO_AND_GOAL
-from understudy.instruct.algo import Config, head_name, head_options, init, optimizer, update
+from understudy.instruct.algo import Config, drop_words, head_name, head_options, init, optimizer, update
 from understudy.instruct.model import InstructNet, init_params, observation_kind
 from understudy.instruct.policy import InstructPolicy, normalize_observation
 from understudy.instruct.text import InstructionEncoder, instruction_table
@@ -158,7 +158,11 @@ def make_update_many(net: InstructNet, tx, data, table: dict, cfg: Config, mesh:
     def one(carry, _):
         state, key = carry
         key, k_batch, k_loss = jax.random.split(key, 3)
-        batch = shard_batch(make_batch(data, table, k_batch, cfg.batch_size, cfg.window), mesh)
+        batch = make_batch(data, table, k_batch, cfg.batch_size, cfg.window)
+        if cfg.word_dropout > 0:  # a key folded from the batch's: the other draws stay as without dropout
+            batch["instruction_mask"] = drop_words(batch["instruction_mask"], jax.random.fold_in(k_batch, 1),
+                                                   cfg.word_dropout)
+        batch = shard_batch(batch, mesh)
         state, metrics = update(net, tx, state, batch, k_loss)
         return (state, key), metrics
 
@@ -246,6 +250,8 @@ def train(algo_name: str, algo: ModuleType, cfg: Config, run: RunArgs, *, method
                               "run seeds as separate runs (`understudy study instruct-*` does), with --seed S.")
     if run.env is not None:
         raise UnderstudyError("train instruct takes its tasks from the dataset; drop --env.")
+    if not 0 <= cfg.word_dropout < 1:
+        raise UnderstudyError(f"--word-dropout {cfg.word_dropout} must be a probability in [0, 1) (e.g. 0.2; 0 is off).")
     out = run.out or f"runs/instruct-{Path(run.dataset.split(',')[0]).name}-s{run.seed}"
     text_cache = cfg.text_cache or str(Path(out) / "text_cache")
     setup = prepare(cfg, run, text_cache=text_cache)
