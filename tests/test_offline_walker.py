@@ -193,6 +193,35 @@ def test_missing_experts_fail_first_with_the_command_to_train_them(tmp_path, cap
         run_study(dataclasses.replace(args, tasks="walk", recipes="medium"))
 
 
+def test_reused_datasets_must_have_the_requested_action_mode(walker_data, tmp_path, capsys):
+    from understudy.studies.offline_walker import collect_base
+
+    walk, _ = walker_data
+    data = tmp_path / "data"
+    sampled = dataclasses.replace(walk, metadata={**walk.metadata, "stochastic": True})
+    save_dataset(sampled, data / "walk-expert")
+    args = OfflineWalkerStudyArgs(out=str(tmp_path / "study"), tasks="walk", task_bits="without", recipes="expert",
+                                  data_dir=str(data), progress=False)
+    base, _ = dataset_plan(args)
+    with pytest.raises(UnderstudyError, match="sampled \\(--stochastic\\) expert actions.*another --data-dir"):
+        collect_base(args, base)  # mode actions asked for: the sampled dataset is refused, and kept
+    assert load_dataset(data / "walk-expert").metadata["stochastic"] is True
+    collect_base(dataclasses.replace(args, stochastic=True), base)
+    assert "reusing walk-expert" in capsys.readouterr().out
+
+
+def test_a_setting_added_later_counts_as_its_default_in_an_older_study(tmp_path):
+    from understudy.studies.common import check_same_settings
+
+    args = OfflineWalkerStudyArgs(out=str(tmp_path))
+    (tmp_path / "runs" / "bc-walk-expert-seed0").mkdir(parents=True)
+    older = {k: v for k, v in dataclasses.asdict(args).items() if k != "stochastic"}  # made before --stochastic
+    (tmp_path / "study.json").write_text(json.dumps({"args": older}))
+    check_same_settings(tmp_path, args, ["bc-walk-expert-seed0"])
+    with pytest.raises(UnderstudyError, match="--stochastic False -> True"):
+        check_same_settings(tmp_path, dataclasses.replace(args, stochastic=True), ["bc-walk-expert-seed0"])
+
+
 def test_tiny_study_trains_evaluates_under_noise_reruns_nothing_and_reports(walker_data, tmp_path, capsys):
     walk, run = walker_data
     data = tmp_path / "data"

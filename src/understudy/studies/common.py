@@ -82,7 +82,9 @@ def check_same_settings(out: Path, args, run_names: Iterable[str], not_settings:
         return
     before = json.loads(path.read_text())
     now = {k: v for k, v in dataclasses.asdict(args).items() if k not in not_settings}
-    then = {k: v for k, v in (before.get("args") or {}).items() if k not in not_settings}
+    # a setting added after the study was made counts as having had its default value then
+    defaults = {f.name: f.default for f in dataclasses.fields(args) if f.default is not dataclasses.MISSING}
+    then = {k: v for k, v in {**defaults, **(before.get("args") or {})}.items() if k not in not_settings}
     changed = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
     if changed and any((out / "runs" / name).exists() for name in run_names):
         diff = ", ".join(f"--{k.replace('_', '-')} {then.get(k)!r} -> {now.get(k)!r}" for k in changed)

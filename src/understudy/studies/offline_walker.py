@@ -68,6 +68,10 @@ class OfflineWalkerStudyArgs:
     """Where the experts are: <experts-dir>/walker-walk and <experts-dir>/walker-run (with medium/ for the medium recipes)."""
     dataset_steps: int = 1_000_000
     """Environment steps per task dataset (D4RL: 1M; walk+run holds both, medium-expert is medium + expert)."""
+    stochastic: bool = False
+    """Collect with actions sampled from the experts' (and medium policies') stochastic heads, as `understudy collect
+    --stochastic`, instead of their modes. CQL needs it: on mode-action data its penalty drives Q far below the
+    returns and it stays at random level (docs/results/offline-walker). Datasets already in --data-dir must match."""
     data_dir: Optional[str] = None
     """Where the datasets are (and are collected to when missing): <data-dir>/<walk|run|walkrun>-<recipe>[-bit]. Default <out>/data."""
     steps: int = 1_000_000
@@ -234,16 +238,32 @@ def collect_base(args: OfflineWalkerStudyArgs, base: dict[str, dict]) -> None:
     for name, entry in base.items():
         path = Path(entry["path"])
         if _is_dataset(path):
+            _check_action_mode(path, args.stochastic)
             log(f"reusing {name}: {path}")
             continue
         steps = None if entry["recipe"] == "medium-replay" else args.dataset_steps
         log(f"collecting {name}: understudy collect --env {entry['env_id']} --policy {entry['expert']} --recipe "
-            f"{entry['recipe']}" + ("" if steps is None else f" --steps {steps}") + f" --seed {args.seed} --out {path}")
+            f"{entry['recipe']}" + ("" if steps is None else f" --steps {steps}") + f" --seed {args.seed}"
+            + (" --stochastic" if args.stochastic else "") + f" --out {path}")
         t0 = time.time()
         ds = collect_recipe(entry["env_id"], entry["recipe"], steps=steps, policy=entry["expert"], seed=args.seed,
-                            progress=args.progress)
+                            stochastic=args.stochastic, progress=args.progress)
         save_dataset(ds, path, overwrite=True)
         log(f"{name}: {ds.num_episodes} episodes, {ds.num_steps} steps in {time.time() - t0:.0f} s")
+
+
+def _check_action_mode(path: Path, stochastic: bool) -> None:
+    """A dataset to reuse must have been collected with the requested action mode (what it records; random and
+    hand-made datasets record none and pass)."""
+    from understudy.data.storage import METADATA_FILE
+
+    file = path / "data" / METADATA_FILE
+    recorded = json.loads(file.read_text()).get("understudy", {}).get("metadata", {}).get("stochastic")
+    if recorded is not None and bool(recorded) != stochastic:
+        mode = {True: "sampled (--stochastic)", False: "mode (no --stochastic)"}
+        raise UnderstudyError(f"{path} was collected with {mode[bool(recorded)]} expert actions, but this study asks "
+                              f"for {mode[stochastic]} ones. Give the study another --data-dir (the dataset is kept), "
+                              f"or run it {'with' if recorded else 'without'} --stochastic.")
 
 
 def build_variants(base: dict[str, dict], variants: dict[str, dict]) -> None:
