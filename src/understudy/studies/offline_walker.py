@@ -258,6 +258,8 @@ def _check_action_mode(path: Path, stochastic: bool) -> None:
     from understudy.data.storage import METADATA_FILE
 
     file = path / "data" / METADATA_FILE
+    if not file.exists():
+        return
     recorded = json.loads(file.read_text()).get("understudy", {}).get("metadata", {}).get("stochastic")
     if recorded is not None and bool(recorded) != stochastic:
         mode = {True: "sampled (--stochastic)", False: "mode (no --stochastic)"}
