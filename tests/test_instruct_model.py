@@ -166,7 +166,7 @@ def test_word_dropout_keeps_the_first_token_hides_the_others_at_its_rate_and_nev
     np.testing.assert_array_equal(np.asarray(drop_words(mask, jax.random.key(0), 0.0)), np.asarray(mask))
 
 
-def test_word_dropout_changes_training_batches_only_and_is_checked(grid_data, tmp_path, capsys):
+def test_word_dropout_changes_the_training_loss_and_is_checked(grid_data, tmp_path, capsys):
     from understudy.cli import main
     from understudy.train.instruct import initial_state, make_update_many, prepare
 
