@@ -252,15 +252,19 @@ def collect_base(args: OfflineWalkerStudyArgs, base: dict[str, dict]) -> None:
         log(f"{name}: {ds.num_episodes} episodes, {ds.num_steps} steps in {time.time() - t0:.0f} s")
 
 
+def _stored_metadata(path: str | Path) -> Optional[dict]:
+    """A dataset's Minari metadata.json, read without loading its steps; None when it has none."""
+    from understudy.data.storage import METADATA_FILE
+
+    file = Path(path) / "data" / METADATA_FILE
+    return json.loads(file.read_text()) if file.exists() else None
+
+
 def _check_action_mode(path: Path, stochastic: bool) -> None:
     """A dataset to reuse must have been collected with the requested action mode (what it records; random and
     hand-made datasets record none and pass)."""
-    from understudy.data.storage import METADATA_FILE
-
-    file = path / "data" / METADATA_FILE
-    if not file.exists():
-        return
-    recorded = json.loads(file.read_text()).get("understudy", {}).get("metadata", {}).get("stochastic")
+    meta = _stored_metadata(path) or {}
+    recorded = meta.get("understudy", {}).get("metadata", {}).get("stochastic")
     if recorded is not None and bool(recorded) != stochastic:
         mode = {True: "sampled (--stochastic)", False: "mode (no --stochastic)"}
         raise UnderstudyError(f"{path} was collected with {mode[bool(recorded)]} expert actions, but this study asks "
@@ -288,14 +292,11 @@ def build_variants(base: dict[str, dict], variants: dict[str, dict]) -> None:
 
 def write_references(out: Path, base: dict[str, dict]) -> dict:
     """<out>/references.json: per env, the random and expert returns its datasets record (the normalized scores')."""
-    from understudy.data.storage import METADATA_FILE
-
     refs = {}
     for name, entry in base.items():
-        file = Path(entry["path"]) / "data" / METADATA_FILE  # the Minari metadata alone: no need to load the steps
-        if entry["env_id"] in refs or not file.exists():
+        meta = None if entry["env_id"] in refs else _stored_metadata(entry["path"])
+        if meta is None:
             continue
-        meta = json.loads(file.read_text())
         if meta.get("ref_min_score") is not None and meta.get("ref_max_score") is not None:
             refs[entry["env_id"]] = {"random": float(meta["ref_min_score"]), "expert": float(meta["ref_max_score"]),
                                      "dataset": entry["path"]}
