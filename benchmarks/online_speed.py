@@ -164,12 +164,12 @@ def ours(algo: str, env_id: str, warmup: int, skip: int, steps: int, seed: int =
     with tempfile.TemporaryDirectory() as tmp:
         run = RunArgs(env=env_id, steps=total, seed=seed, out=str(Path(tmp) / algo), eval_every=total,
                       eval_episodes=1, tensorboard=False, progress=False)
-        original = off_policy.make
-        off_policy.make = lambda *a, **kw: Clock(original(*a, **kw))
+        original = off_policy.make_train_env
+        off_policy.make_train_env = lambda *a, **kw: Clock(original(*a, **kw))
         try:
             off_policy.train(algo, module, cfg, run, chunk=chunk)
         finally:
-            off_policy.make = original
+            off_policy.make_train_env = original
     return steps / (times[stop] - times[start])
 
 

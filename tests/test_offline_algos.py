@@ -229,6 +229,7 @@ def test_offline_loop_trains_two_seeds_and_exports_reload_with_identical_actions
     # Algorithm-specific bookkeeping visible after a few updates.
     if mod is td3bc:  # the actor trains on every second update
         assert all(float(r["train/actor_step"]) == 0.5 for r in rows)
+        assert all(float(r["train/bc_mse"]) > 0 and float(r["train/lambda"]) > 0 for r in rows)
     if mod is cql:  # the Lagrange multiplier moved from its start log alpha' = 1
         assert np.all(np.asarray(state.log_alpha_prime) != 1.0)
 

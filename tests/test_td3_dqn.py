@@ -172,13 +172,14 @@ def test_td3_delays_the_actor_and_target_updates():
     s1, m1 = update(s0, random_batch(1, CONTINUOUS))
     assert int(s1.step) == 1 and float(m1["actor_step"]) == 0.0
     assert all(np.shape(v) == () and np.isfinite(v) for v in m1.values())
+    assert float(m1["actor_loss"]) == 0.0  # no actor work on critic-only updates (mean_metrics skips them)
     assert not trees_close(s1.critic_params, s0.critic_params)
     assert trees_close(s1.actor_params, s0.actor_params, 0, 0)
     assert trees_close(s1.target_critic_params, s0.target_critic_params, 0, 0)
     assert trees_close(s1.target_actor_params, s0.target_actor_params, 0, 0)
 
     s2, m2 = update(s1, random_batch(2, CONTINUOUS))
-    assert float(m2["actor_step"]) == 1.0 and np.isfinite(float(m2["actor_loss"]))
+    assert float(m2["actor_step"]) == 1.0 and np.isfinite(float(m2["actor_loss"])) and float(m2["actor_loss"]) != 0.0
     assert not trees_close(s2.actor_params, s1.actor_params)
     assert trees_close(s2.target_actor_params, polyak(s2.actor_params, s1.target_actor_params, TD3_CFG.tau), 1e-5, 1e-7)
     assert trees_close(s2.target_critic_params, polyak(s2.critic_params, s1.target_critic_params, TD3_CFG.tau),
@@ -395,3 +396,15 @@ def test_dqn_presets_follow_the_zoo():
     assert mc.updates_per_step == 8 / 16 and mc.target_update_interval == 600 * 8 // 16
     assert mc.exploration_steps == int(0.2 * 120_000) and mc.epsilon_end == 0.07 and mc.hidden_dims == (256, 256)
     assert dqn.PRESETS["cleanrl"] == dqn.Config()
+
+
+def test_mean_metrics_averages_actor_metrics_over_actor_steps_only():
+    """TD3's critic-only updates report actor metrics as 0; the interval mean must not count them."""
+    from understudy.train.common import mean_metrics
+
+    metrics = {"critic_loss": np.array([[1.0], [3.0], [5.0], [7.0]]), "actor_loss": np.array([[0.0], [-2.0], [0.0], [-4.0]]),
+               "actor_step": np.array([[0.0], [1.0], [0.0], [1.0]])}
+    means = mean_metrics(metrics)
+    assert means == {"train/critic_loss": 4.0, "train/actor_loss": -3.0, "train/actor_step": 0.5}
+    # without the marker (SAC, IQL, ...) every key is a plain mean
+    assert mean_metrics({"actor_loss": np.array([0.0, -2.0])}) == {"train/actor_loss": -1.0}

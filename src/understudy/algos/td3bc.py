@@ -84,13 +84,15 @@ def update(cfg: Config, state: State, batch: Batch) -> tuple[State, dict[str, ja
     def actor_loss_fn(params):
         pi = actor.apply(params, batch.observations)
         q_pi = critic.apply(state.critic_params, batch.observations, pi)[0]
-        return losses.td3bc_actor_loss(q_pi, pi, batch.actions, cfg.alpha), (q_pi, pi)
+        return losses.td3bc_actor_loss(q_pi, pi, batch.actions, cfg.alpha), {
+            "lambda": jax.lax.stop_gradient(cfg.alpha / jnp.mean(jnp.abs(q_pi))),
+            "bc_mse": jax.lax.stop_gradient(jnp.mean(jnp.square(pi - batch.actions)))}
 
-    state, actor_loss, (q_pi, pi), is_actor_step = td3.delayed_actor_update(cfg, state, actor_loss_fn)
+    # lambda and bc_mse, like actor_loss, are 0 on updates without an actor step (see td3.delayed_actor_update)
+    state, actor_loss, actor_metrics, is_actor_step = td3.delayed_actor_update(cfg, state, actor_loss_fn)
     metrics = {"critic_loss": critic_metrics["critic_loss"], "actor_loss": actor_loss,
                "q_mean": critic_metrics["q_mean"], "target_mean": critic_metrics["target_mean"],
-               "lambda": cfg.alpha / jnp.mean(jnp.abs(q_pi)), "bc_mse": jnp.mean(jnp.square(pi - batch.actions)),
-               "actor_step": is_actor_step.astype(jnp.float32)}
+               **actor_metrics, "actor_step": is_actor_step.astype(jnp.float32)}
     return state, metrics
 
 

@@ -361,6 +361,18 @@ def eval_steps(total: int, every: int, start: int = 0) -> list[int]:
     return [m for m in marks if m > start]
 
 
+# Metrics that TD3-style delayed updates produce only on actor steps; the `actor_step` metric (1 or 0 per
+# update) marks those, and the other updates report 0 for them (algos/td3.py, delayed_actor_update).
+ACTOR_STEP_METRICS = ("actor_loss", "lambda", "bc_mse")
+
+
 def mean_metrics(metrics: dict) -> dict[str, float]:
-    """Averages device metrics over every axis (updates, seeds) and prefixes them with train/."""
-    return {f"train/{k}": float(np.mean(np.asarray(v))) for k, v in metrics.items()}
+    """Averages device metrics over every axis (updates, seeds) and prefixes them with train/. Where an
+    `actor_step` metric is present, ACTOR_STEP_METRICS are averaged over the actor steps alone."""
+    means = {f"train/{k}": float(np.mean(np.asarray(v))) for k, v in metrics.items()}
+    if "actor_step" in metrics:
+        weights = np.asarray(metrics["actor_step"], np.float64)
+        for k in ACTOR_STEP_METRICS:
+            if k in metrics and weights.sum() > 0:
+                means[f"train/{k}"] = float(np.sum(np.asarray(metrics[k]) * weights) / weights.sum())
+    return means
