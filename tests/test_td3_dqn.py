@@ -408,3 +408,20 @@ def test_mean_metrics_averages_actor_metrics_over_actor_steps_only():
     assert means == {"train/critic_loss": 4.0, "train/actor_loss": -3.0, "train/actor_step": 0.5}
     # without the marker (SAC, IQL, ...) every key is a plain mean
     assert mean_metrics({"actor_loss": np.array([0.0, -2.0])}) == {"train/actor_loss": -1.0}
+
+
+def test_ensemble_member_q_equals_the_ensembles_row_and_its_gradient():
+    """TD3's actor evaluates the first critic alone; values and action gradients must equal the ensemble's row."""
+    from understudy.nets.critics import EnsembleQ, ensemble_member_q
+
+    ensemble = EnsembleQ(hidden_dims=(16, 16), num_qs=3)
+    obs = jax.random.normal(jax.random.key(1), (5, OBS_DIM))
+    action = jax.random.uniform(jax.random.key(2), (5, ACTION_DIM), minval=-1, maxval=1)
+    params = ensemble.init(jax.random.key(0), obs, action)
+    full = ensemble.apply(params, obs, action)
+    for index in range(3):
+        np.testing.assert_allclose(ensemble_member_q(ensemble, params, index, obs, action), full[index], rtol=1e-6)
+    grad_alone = jax.grad(lambda a: ensemble_member_q(ensemble, params, 1, obs, a).sum())(action)
+    grad_row = jax.grad(lambda a: ensemble.apply(params, obs, a)[1].sum())(action)
+    np.testing.assert_allclose(grad_alone, grad_row, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(full[0], full[1])  # members differ, so picking the wrong one would fail

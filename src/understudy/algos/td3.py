@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from understudy.algos import losses
-from understudy.nets.critics import EnsembleQ
+from understudy.nets.critics import EnsembleQ, ensemble_member_q
 from understudy.nets.heads import head_config, make_head
 from understudy.types import Batch, EnvSpec, UnderstudyError
 
@@ -208,7 +208,8 @@ def update(cfg: Config, state: State, batch: Batch) -> tuple[State, dict[str, ja
 
     def actor_loss_fn(params):
         action = actor.apply(params, batch.observations)
-        return losses.deterministic_actor_loss(critic.apply(state.critic_params, batch.observations, action)[0]), ()
+        q1 = ensemble_member_q(critic, state.critic_params, 0, batch.observations, action)
+        return losses.deterministic_actor_loss(q1), ()
 
     state, actor_loss, _, is_actor_step = delayed_actor_update(cfg, state, actor_loss_fn)
     metrics = {"critic_loss": critic_metrics["critic_loss"], "actor_loss": actor_loss,

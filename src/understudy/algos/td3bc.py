@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from understudy.algos import losses
 from understudy.algos import td3
+from understudy.nets.critics import ensemble_member_q
 from understudy.types import Batch, EnvSpec, UnderstudyError
 
 ACTOR_HEAD = td3.ACTOR_HEAD
@@ -83,7 +84,7 @@ def update(cfg: Config, state: State, batch: Batch) -> tuple[State, dict[str, ja
     # Delayed actor: lambda-scaled Q of the first (freshly updated) critic plus MSE to the data's actions.
     def actor_loss_fn(params):
         pi = actor.apply(params, batch.observations)
-        q_pi = critic.apply(state.critic_params, batch.observations, pi)[0]
+        q_pi = ensemble_member_q(critic, state.critic_params, 0, batch.observations, pi)
         return losses.td3bc_actor_loss(q_pi, pi, batch.actions, cfg.alpha), {
             "lambda": jax.lax.stop_gradient(cfg.alpha / jnp.mean(jnp.abs(q_pi))),
             "bc_mse": jax.lax.stop_gradient(jnp.mean(jnp.square(pi - batch.actions)))}

@@ -37,3 +37,13 @@ class EnsembleQ(nn.Module):
         ensemble = nn.vmap(QNetwork, variable_axes={"params": 0}, split_rngs={"params": True},
                            in_axes=None, out_axes=0, axis_size=self.num_qs)
         return ensemble(self.hidden_dims, self.layer_norm, name="qs")(obs, action)
+
+
+def ensemble_member_q(ensemble: EnsembleQ, variables, index: int, obs: jax.Array, action: jax.Array) -> jax.Array:
+    """Q of one member of an EnsembleQ, [B], evaluating that member alone.
+
+    Equal to `ensemble.apply(variables, obs, action)[index]`, at 1/num_qs of its cost: TD3's actor ascends the
+    first critic only, and slicing the ensemble's output would still run (and differentiate) every member.
+    """
+    member = jax.tree.map(lambda leaf: leaf[index], variables["params"]["qs"])
+    return QNetwork(ensemble.hidden_dims, ensemble.layer_norm).apply({"params": member}, obs, action)
