@@ -46,7 +46,6 @@ def main() -> None:
     buffer = jax.jit(jax.vmap(replay_add))(buffer, *(jnp.asarray(c, jnp.float32) for c in columns))
     keys = jax.vmap(jax.random.PRNGKey)(jnp.arange(1))
     update = vmapped_update(algo, cfg)
-    state = jax.tree.map(jnp.copy, state)
 
     @jax.jit
     def many(state, keys):

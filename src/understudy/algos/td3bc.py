@@ -86,8 +86,7 @@ def update(cfg: Config, state: State, batch: Batch) -> tuple[State, dict[str, ja
         pi = actor.apply(params, batch.observations)
         q_pi = ensemble_member_q(critic, state.critic_params, 0, batch.observations, pi)
         return losses.td3bc_actor_loss(q_pi, pi, batch.actions, cfg.alpha), {
-            "lambda": jax.lax.stop_gradient(cfg.alpha / jnp.mean(jnp.abs(q_pi))),
-            "bc_mse": jax.lax.stop_gradient(jnp.mean(jnp.square(pi - batch.actions)))}
+            "lambda": cfg.alpha / jnp.mean(jnp.abs(q_pi)), "bc_mse": jnp.mean(jnp.square(pi - batch.actions))}
 
     # lambda and bc_mse, like actor_loss, are 0 on updates without an actor step (see td3.delayed_actor_update)
     state, actor_loss, actor_metrics, is_actor_step = td3.delayed_actor_update(cfg, state, actor_loss_fn)

@@ -370,9 +370,9 @@ def mean_metrics(metrics: dict) -> dict[str, float]:
     """Averages device metrics over every axis (updates, seeds) and prefixes them with train/. Where an
     `actor_step` metric is present, ACTOR_STEP_METRICS are averaged over the actor steps alone."""
     means = {f"train/{k}": float(np.mean(np.asarray(v))) for k, v in metrics.items()}
-    if "actor_step" in metrics:
-        weights = np.asarray(metrics["actor_step"], np.float64)
+    weights = np.asarray(metrics.get("actor_step", 0.0), np.float64)
+    if weights.sum() > 0:
         for k in ACTOR_STEP_METRICS:
-            if k in metrics and weights.sum() > 0:
+            if k in metrics:
                 means[f"train/{k}"] = float(np.sum(np.asarray(metrics[k]) * weights) / weights.sum())
     return means
