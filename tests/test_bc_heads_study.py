@@ -68,13 +68,18 @@ def test_tiny_study_end_to_end_resumes_and_rebuilds_its_report(dataset, tmp_path
         assert m["settings"]["steps"] == 20 and m["settings"]["hidden_dims"] == [16]
     report = (out / "report.md").read_text()
     assert "| mse | " in report and "| gaussian | " in report and "≥ 0.90" in report
+    assert f"Expert dataset: `{dataset}`, 3 episodes, 600 steps, return " in report  # from <out>/dataset.json
     assert (out / "scores.png").stat().st_size > 0 and (out / "curves.png").stat().st_size > 0
     capsys.readouterr()
     run_study(args)  # everything finished: nothing is retrained
     assert "2 finished run(s) found, not redone" in capsys.readouterr().out
     (out / "report.md").unlink()
-    run_study(dataclasses.replace(args, report_only=True))
+    run_study(BCHeadsStudyArgs(out=str(out), report_only=True))  # the study directory alone
     assert (out / "report.md").read_text() == report
+    with pytest.raises(UnderstudyError, match="pass its --out"):
+        run_study(BCHeadsStudyArgs(report_only=True))
+    with pytest.raises(UnderstudyError, match="--dataset PATH"):
+        resolve(BCHeadsStudyArgs(out=str(out)))
     with pytest.raises(UnderstudyError, match="other settings"):
         run_study(dataclasses.replace(args, bc_steps=40))
     # the grid may grow: more methods, with settings of their own while they have no runs yet
@@ -131,3 +136,15 @@ def test_hyper_parameters_compare_nested_configs_field_by_field():
     settings["rl"], settings["ppo"]["learning_rate"] = "ppo", 1e-4
     assert _non_default_settings({"algo": "gail", "steps": 7, "config": settings}) == {
         "steps": 7, "rl": "ppo", "ppo.learning_rate": 1e-4}
+
+
+def test_report_describes_noise_injected_data():
+    from understudy.studies.bc_heads_report import _dataset_details
+
+    info = {"episodes": 25, "steps": 22722, "return": {"mean": 3977.54, "std": 962.56}, "action_noise": 0.1,
+            "action_labels": "policy-without-noise"}
+    assert _dataset_details(info) == (", 25 episodes, 22,722 steps, return 3977.5 ± 962.6; action noise: Gaussian, "
+                                      "std 0.1 (normalized units); executed, but each step records the policy's "
+                                      "noise-free action (for imitation only)")
+    assert _dataset_details({**info, "action_noise": None}) == ", 25 episodes, 22,722 steps, return 3977.5 ± 962.6"
+    assert _dataset_details(None) == ""

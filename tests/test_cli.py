@@ -188,6 +188,23 @@ def test_collect_recipe_records_reference_returns(sac_run, tmp_path, capsys):
     assert meta["ref_min_score"] is not None and meta["ref_max_score"] is not None
 
 
+def test_collect_clean_action_labels_for_imitation_only(sac_run, tmp_path, capsys):
+    policy = str(sac_run / "final" / "seed0")
+    out = tmp_path / "dart"
+    assert main(["collect", "--env", "Pendulum-v1", "--policy", policy, "--episodes", "2", "--action-noise", "0.3",
+                 "--clean-action-labels", "--out", str(out)]) == 0
+    from understudy.data import load_dataset
+    from understudy.policy import load_policy
+
+    ds = load_dataset(out)
+    np.testing.assert_allclose(ds.actions, load_policy(policy)(ds.observations), rtol=1e-5, atol=1e-6)
+    capsys.readouterr()
+    assert main(["collect", "--env", "Pendulum-v1", "--recipe", "expert", "--policy", policy, "--steps", "200",
+                 "--clean-action-labels", "--out", str(tmp_path / "recipe")]) == 2
+    assert "--clean-action-labels is for imitation data" in capsys.readouterr().err
+    assert not (tmp_path / "recipe").exists()
+
+
 def test_a_run_from_before_a_flag_was_added_still_resumes_but_a_changed_flag_is_refused(tmp_path):
     from understudy.train.common import RunArgs, prepare_run_dir
     from understudy.types import UnderstudyError

@@ -121,3 +121,33 @@ def test_argument_errors():
         collect("Pendulum-v1", "expert-ish", episodes=1, progress=False)
     with pytest.raises(UnderstudyError, match="one action per observation"):
         collect("Pendulum-v1", lambda obs: np.zeros((1, 1), np.float32), episodes=2, num_envs=2, progress=False)
+
+
+def test_clean_action_labels_execute_the_noise_but_record_the_policy(tmp_path):
+    """DART-style data: the same states as the noisy run, each labelled with the policy's noise-free action."""
+    common = dict(episodes=2, num_envs=2, seed=3, progress=False, action_noise=0.5)
+    noisy = collect("Pendulum-v1", swing, **common)
+    labelled = collect("Pendulum-v1", swing, clean_action_labels=True, **common)
+    np.testing.assert_array_equal(labelled.observations, noisy.observations)  # the noise was executed
+    np.testing.assert_array_equal(labelled.rewards, noisy.rewards)
+    np.testing.assert_allclose(labelled.actions, swing(labelled.observations), rtol=1e-6)  # clean labels
+    assert np.abs(noisy.actions - labelled.actions).mean() > 0.1  # the noisy run recorded what it executed
+    assert labelled.metadata["action_labels"] == "policy-without-noise" and labelled.metadata["action_noise"] == 0.5
+    assert "action_labels" not in noisy.metadata
+    from understudy.data import dataset_info, format_info
+
+    assert "each step records the policy's noise-free action" in format_info(dataset_info(labelled))
+    assert "the noisy actions are the ones executed and recorded" in format_info(dataset_info(noisy))
+    with pytest.raises(UnderstudyError, match="needs --action-noise"):
+        collect("Pendulum-v1", swing, episodes=1, progress=False, clean_action_labels=True)
+
+
+def test_offline_rl_refuses_clean_labels_and_bc_takes_them(tmp_path):
+    from understudy.train.common import RunArgs
+    from understudy.train.offline import load_training_data
+
+    ds = collect("Pendulum-v1", swing, episodes=1, progress=False, action_noise=0.3, clean_action_labels=True)
+    path = str(save_dataset(ds, tmp_path / "dart"))
+    assert load_training_data(RunArgs(dataset=path), "bc")[0].num_steps == 200
+    with pytest.raises(UnderstudyError, match="did not produce its transitions.*collected without"):
+        load_training_data(RunArgs(dataset=path), "iql")

@@ -139,7 +139,7 @@ def test_mixed_dataset_has_the_envs_task_bits_and_both_tasks_steps(walker_data, 
     assert mixed.metadata["ref_max_score"] == 100.0 and mixed.metadata["recipe"] == "expert"
     # saved and loaded, it trains on walker-walk with the task bit (0, 2)
     path = save_dataset(mixed, tmp_path / "walkrun-expert-bit")
-    ds, spec = load_training_data(RunArgs(dataset=str(path)))
+    ds, spec = load_training_data(RunArgs(dataset=str(path)), "cql")
     assert spec.env_id == "walker-walk" and spec.options["task_bit"] == [0, 2] and ds.observations.shape == (n, 26)
     plain = mix_tasks([walk, run], task_bit=False)
     assert plain.observations.shape == (n, 24) and plain.metadata["spec"] == walk.metadata["spec"]

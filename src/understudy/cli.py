@@ -74,6 +74,8 @@ class CollectArgs:
     """With --recipe medium/medium-expert/medium-replay: the medium policy export (default: the snapshot closest to one third of the expert's normalized return)."""
     action_noise: float = 0.0
     """Std of Gaussian noise added to the collecting policy's actions (normalized units, clipped to bounds)."""
+    clean_action_labels: bool = False
+    """With --action-noise: execute the noisy action but record the policy's noise-free one (DART-style noise injection for imitation: the states show recoveries, the labels stay the expert's). For BC, DAgger, GAIL and AIRL only; offline RL refuses such data."""
     reference_episodes: int = 100
     """With --recipe: episodes used to measure the random and expert reference returns."""
     episodes: Optional[int] = None
@@ -299,7 +301,8 @@ def cmd_collect(argv: list[str]) -> None:
         from understudy.instruct.demos import collect_demonstrations
 
         ds = collect_demonstrations(args.env, args.policy, args.episodes if args.episodes is not None else 10,
-                                    seed=args.seed, images=args.images, action_noise=args.action_noise)
+                                    seed=args.seed, images=args.images, action_noise=args.action_noise,
+                                    clean_action_labels=args.clean_action_labels)
         _save_collected(ds, args)
         return
     if args.images:
@@ -310,6 +313,9 @@ def cmd_collect(argv: list[str]) -> None:
 
         if args.episodes is not None:
             raise UnderstudyError("--recipe collects by steps (D4RL style): use --steps N instead of --episodes.")
+        if args.clean_action_labels:
+            raise UnderstudyError("--recipe makes offline-RL datasets, whose actions must be the executed ones; "
+                                  "--clean-action-labels is for imitation data: drop one of them.")
         ds = collect_recipe(args.env, args.recipe, steps=args.steps,
                             policy=None if args.policy == "random" else args.policy,
                             medium_policy=args.medium_policy, action_noise=args.action_noise,
@@ -325,7 +331,7 @@ def cmd_collect(argv: list[str]) -> None:
         loaded = load_policy(args.policy, seed=args.seed)
         policy, name = (lambda o: loaded(o, deterministic=not args.stochastic)), os.path.abspath(args.policy)
     ds = collect(args.env, policy, episodes=episodes, steps=args.steps, seed=args.seed, policy_name=name,
-                 action_noise=args.action_noise)
+                 action_noise=args.action_noise, clean_action_labels=args.clean_action_labels)
     _save_collected(ds, args)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from understudy.data.episodes import Dataset, map_obs
+from understudy.data.validate import CLEAN_ACTION_LABELS
 from understudy.types import EnvSpec, UnderstudyError
 
 Policy = Union[str, Callable[[Any], Any]]
@@ -80,7 +81,7 @@ def _noise_fn(action_noise: float, spec: EnvSpec, seed: int) -> Optional[Callabl
 
 def collect(env_id: str, policy: Policy, *, episodes: Optional[int] = None, steps: Optional[int] = None,
             seed: int = 0, num_envs: int = 8, env_options: Optional[dict] = None, policy_name: str = "",
-            action_noise: float = 0.0, progress: bool = True) -> Dataset:
+            action_noise: float = 0.0, clean_action_labels: bool = False, progress: bool = True) -> Dataset:
     """Record `episodes` whole episodes (exactly) or at least `steps` steps (whole episodes) of `policy`.
 
     policy: a callable mapping a batch of observations [num_envs, ...] (numpy; a dict of arrays for dict
@@ -92,6 +93,10 @@ def collect(env_id: str, policy: Policy, *, episodes: Optional[int] = None, step
     env_options: options for `understudy.envs.make` (e.g. obs_noise, task_bit, family options).
     action_noise: std of Gaussian noise added to every action, in normalized units (the action bounds
         span [-1, 1]), then clipped to the bounds; the noisy action is the one executed and recorded.
+    clean_action_labels: with action_noise, record the policy's own noise-free action as each step's
+        action while the env executes the noisy one (DART-style noise injection, Laskey et al. 2017): the
+        states show the expert recovering from perturbations, the labels stay the expert's. Such data is
+        for imitation only: its actions did not produce its transitions, so offline RL refuses it.
     """
     from understudy.envs import env_spec, make_vector
 
@@ -106,13 +111,16 @@ def collect(env_id: str, policy: Policy, *, episodes: Optional[int] = None, step
         spec = env_spec(envs)
         act = _policy_fn(policy, envs)
         add_noise = _noise_fn(action_noise, spec, seed)
+        if clean_action_labels and add_noise is None:
+            raise UnderstudyError("--clean-action-labels records the noise-free action while a noisy one is executed, "
+                                  "so it needs --action-noise STD > 0 (e.g. 0.2).")
         mode = AutoresetMode(envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP))
         if mode == AutoresetMode.DISABLED:
             raise UnderstudyError(f"collect needs a vector env that autoresets (next_step or same_step); the one "
                                   f"made for {env_id} has autoreset disabled.")
         history = _History()
-        recorded = _rollout(envs, act, add_noise, num_envs, episodes, steps, mode == AutoresetMode.SAME_STEP,
-                            history, _Progress(f"collect {spec.env_id}", target,
+        recorded = _rollout(envs, act, add_noise, clean_action_labels, num_envs, episodes, steps,
+                            mode == AutoresetMode.SAME_STEP, history, _Progress(f"collect {spec.env_id}", target,
                                                "episodes" if episodes is not None else "steps", progress))
     finally:
         envs.close()
@@ -122,6 +130,8 @@ def collect(env_id: str, policy: Policy, *, episodes: Optional[int] = None, step
                 "num_envs": num_envs, "env_options": dict(env_options or {})}
     if action_noise:
         metadata["action_noise"] = float(action_noise)
+    if clean_action_labels:
+        metadata["action_labels"] = CLEAN_ACTION_LABELS
     ds = history.dataset(sorted(recorded, key=lambda e: e.order), spec.task_id, metadata)
     if policy == "random" and not action_noise:
         ds.metadata["ref_min_score"] = float(ds.episode_returns().mean())
@@ -182,7 +192,7 @@ class _History:
                        metadata=metadata)
 
 
-def _rollout(envs, act, add_noise, n: int, episodes: Optional[int], steps: Optional[int], same_step: bool,
+def _rollout(envs, act, add_noise, clean_action_labels: bool, n: int, episodes: Optional[int], steps: Optional[int], same_step: bool,
              history: _History, bar: "_Progress") -> list[_Episode]:
     recording: list[Optional[_Episode]] = [None] * n
     done_episodes: list[_Episode] = []
@@ -212,12 +222,11 @@ def _rollout(envs, act, add_noise, n: int, episodes: Optional[int], steps: Optio
         if actions.shape[:1] != (n,):
             raise UnderstudyError(f"The policy returned actions of shape {actions.shape} for {n} observations; it "
                                   f"must return one action per observation (leading axis {n}).")
-        if add_noise is not None:
-            actions = add_noise(actions)
-        obs, rewards, terms, truncs, infos = envs.step(actions)
+        executed = add_noise(actions) if add_noise is not None else actions
+        obs, rewards, terms, truncs, infos = envs.step(executed)
         t = history.num_steps  # the index of this step
         history.observations.append(obs)
-        history.actions.append(actions)
+        history.actions.append(actions if clean_action_labels else executed)
         history.rewards.append(rewards)
         history.terminations.append(terms)
         history.truncations.append(truncs)

@@ -48,11 +48,25 @@ def dataset_info(ds: Dataset) -> dict:
         "task_ids": None if ds.task_id is None else sorted(int(t) for t in np.unique(ds.task_id)),
         "has_instructions": ds.instructions is not None,
         "distinct_instructions": None if ds.instructions is None else len(set(ds.instructions)),
+        "action_noise": meta.get("action_noise"),
+        "action_labels": meta.get("action_labels"),
     }
     lo, hi = info["ref_min_score"], info["ref_max_score"]
     if lo is not None and hi is not None and hi != lo and returns.size:
         info["normalized_return_mean"] = float((returns.mean() - lo) / (hi - lo))
     return info
+
+
+def describe_action_noise(info: dict) -> str:
+    """How the collecting policy's actions were perturbed, and which action each step records."""
+    from understudy.data.validate import CLEAN_ACTION_LABELS
+
+    if not info.get("action_noise"):
+        return "none"
+    text = f"Gaussian, std {info['action_noise']:g} (normalized units)"
+    if info.get("action_labels") == CLEAN_ACTION_LABELS:
+        return text + "; executed, but each step records the policy's noise-free action (for imitation only)"
+    return text + "; the noisy actions are the ones executed and recorded"
 
 
 def _fmt_space(space) -> str:
@@ -94,6 +108,8 @@ def format_info(info: dict) -> str:
     ]
     if "normalized_return_mean" in info:
         rows.append(("normalized return", f"{info['normalized_return_mean']:.3f}"))
+    if info.get("action_noise"):
+        rows.append(("action noise", describe_action_noise(info)))
     rows.append(("task ids", "-" if info["task_ids"] is None else ", ".join(map(str, info["task_ids"]))))
     rows.append(("instructions", f"yes ({info['distinct_instructions']} distinct)" if info["has_instructions"]
                  else "no"))

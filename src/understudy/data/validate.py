@@ -16,6 +16,10 @@ from understudy.types import ArraySpec, EnvSpec, UnderstudyError
 
 RECOLLECT = "re-collect it with `understudy collect --env ENV_ID --policy ... --out PATH`"
 
+# metadata["action_labels"] of data whose actions are the policy's noise-free ones, not the executed ones
+# (`understudy collect --action-noise STD --clean-action-labels`)
+CLEAN_ACTION_LABELS = "policy-without-noise"
+
 
 def _leaves(name: str, obs) -> list[tuple[str, np.ndarray]]:
     if isinstance(obs, dict):
@@ -130,3 +134,17 @@ def check_compatible(ds: Dataset, spec: EnvSpec, source: Optional[str] = None) -
     _check_shapes(ds, spec, source,
                   f"use a dataset collected on {spec.env_id} (`understudy collect --env {spec.env_id} ...`) "
                   f"or pass the environment the dataset came from (--env {ds_env})")
+
+
+def require_executed_actions(ds: Dataset, algo_name: str, source: str = "the dataset") -> None:
+    """Refuses data whose actions are noise-free labels rather than the actions that made its transitions.
+
+    Imitation (BC, DAgger, GAIL, AIRL) wants exactly those labels; value learning and dynamics models would
+    learn from transitions that the recorded actions did not cause.
+    """
+    if ds.metadata.get("action_labels") == CLEAN_ACTION_LABELS:
+        raise UnderstudyError(
+            f"{source} records the expert's noise-free actions while noisier ones were executed "
+            f"(collected with --action-noise {ds.metadata.get('action_noise')} --clean-action-labels), so its "
+            f"actions did not produce its transitions. {algo_name} learns from transitions: train it on data "
+            "collected without --clean-action-labels, or use this dataset for imitation (bc, dagger, gail, airl).")

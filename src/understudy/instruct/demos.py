@@ -183,7 +183,7 @@ def _task_seed(seed: int, task_index: int) -> int:
 
 def collect_metaworld(suite: Union[str, Sequence[str]] = "MT10", episodes_per_task: int = 10, seed: int = 0,
                       images: bool = False, num_envs: int = 8, action_noise: float = 0.0,
-                      progress: bool = True) -> Dataset:
+                      clean_action_labels: bool = False, progress: bool = True) -> Dataset:
     """Scripted demonstrations on every task of a Meta-World suite, `episodes_per_task` each.
 
     suite: "MT10", "MT1:<task>", a task name, or a list of task names; task id = index in the suite.
@@ -191,6 +191,7 @@ def collect_metaworld(suite: Union[str, Sequence[str]] = "MT10", episodes_per_ta
         software rendering).
     Episodes end at success (terminate_on_success=True) or after 500 steps. Each episode's instruction is
     a training paraphrase of its task, drawn uniformly with an RNG seeded by (seed, task index).
+    action_noise, clean_action_labels: as in `understudy.data.collect.collect`.
     """
     tasks = suite_tasks(suite)
     label = suite_label(suite)
@@ -202,7 +203,7 @@ def collect_metaworld(suite: Union[str, Sequence[str]] = "MT10", episodes_per_ta
         seeds.append(_task_seed(seed, j))
         ds = collect(f"metaworld/{task}", MetaWorldScriptedPolicy(task), episodes=episodes_per_task, seed=seeds[-1],
                      num_envs=num_envs, env_options=options, policy_name="scripted", action_noise=action_noise,
-                     progress=progress)
+                     clean_action_labels=clean_action_labels, progress=progress)
         train = paraphrases(task)["train"]
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), j, 0x70617261]))
         ds.instructions = [train[k] for k in rng.integers(len(train), size=ds.num_episodes)]
@@ -219,13 +220,15 @@ def collect_metaworld(suite: Union[str, Sequence[str]] = "MT10", episodes_per_ta
         env_id=env_id, spec=spec, policy="scripted", suite=label, tasks=env_ids, env_options=options,
         instructions={t: paraphrases(t) for t in tasks}, seed=int(seed), task_seeds=seeds,
         episodes_per_task=int(episodes_per_task), num_envs=int(parts[0].metadata["num_envs"]))
-    if action_noise:
-        out.metadata["action_noise"] = float(action_noise)
+    for key in ("action_noise", "action_labels"):  # recorded by collect on every part
+        if key in parts[0].metadata:
+            out.metadata[key] = parts[0].metadata[key]
     return out
 
 
 def collect_demonstrations(env: str, policy: str, episodes: int, *, seed: int = 0, images: bool = False,
-                           action_noise: float = 0.0, progress: bool = True) -> Dataset:
+                           action_noise: float = 0.0, clean_action_labels: bool = False,
+                           progress: bool = True) -> Dataset:
     """`understudy collect --policy bot|scripted`: checks the env fits the demonstrator, then collects."""
     from understudy.envs import metaworld as mw
 
@@ -238,8 +241,9 @@ def collect_demonstrations(env: str, policy: str, episodes: int, *, seed: int = 
         if is_metaworld:
             raise UnderstudyError(f"--policy bot is the BabyAI bot, but {env} is Meta-World: use --policy scripted "
                                   "for Meta-World's scripted policies.")
-        if action_noise:
-            raise UnderstudyError("--action-noise needs continuous actions; the BabyAI bot's are discrete. Drop it.")
+        if action_noise or clean_action_labels:
+            raise UnderstudyError("--action-noise (and --clean-action-labels) need continuous actions; the BabyAI "
+                                  "bot's are discrete. Drop them.")
         return collect_babyai(env, episodes, seed=seed, progress=progress)
     if policy == "scripted":
         if not is_metaworld:
@@ -248,5 +252,5 @@ def collect_demonstrations(env: str, policy: str, episodes: int, *, seed: int = 
                                   f"Meta-World task or suite{hint}. Use e.g. --env metaworld:MT10 or "
                                   "--env metaworld:reach-v3.")
         return collect_metaworld(env, episodes, seed=seed, images=images, action_noise=action_noise,
-                                 progress=progress)
+                                 clean_action_labels=clean_action_labels, progress=progress)
     raise UnderstudyError(f"Unknown demonstrator {policy!r}: use bot (BabyAI) or scripted (Meta-World).")

@@ -42,8 +42,8 @@ class BCHeadsStudyArgs:
     """Behaviour cloning with every action head, DAgger, GAIL and AIRL on one expert dataset; one run per
     method and seed; a report with returns, normalized scores, IQM confidence intervals and learning curves."""
 
-    dataset: str
-    """Expert demonstrations (a dataset directory from `understudy collect --policy experts/ENV`, e.g. 25 episodes)."""
+    dataset: Optional[str] = None
+    """Expert demonstrations (a dataset directory from `understudy collect --policy experts/ENV`, e.g. 25 episodes). Required, except with --report-only and --out."""
     env: Optional[str] = None
     """Environment id (default: the dataset's metadata env_id)."""
     expert: Optional[str] = None
@@ -94,6 +94,9 @@ def resolve(args: BCHeadsStudyArgs) -> BCHeadsStudyArgs:
     """Fills env, expert and out from the dataset, and checks the method list and budgets."""
     from understudy.data import locate_dataset
 
+    if args.dataset is None:
+        raise UnderstudyError("The study needs expert demonstrations: pass --dataset PATH (e.g. from `understudy "
+                              "collect --env ENV --policy experts/ENV --episodes 25 --out PATH`).")
     locate_dataset(args.dataset)  # a clear error for a path that holds no dataset
     env = args.env or _dataset_env(args.dataset)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -151,6 +154,15 @@ def write_dagger_dataset(args: BCHeadsStudyArgs) -> Path:
     save_dataset(subset, path, overwrite=True)
     log(f"DAgger's D_0: the first {args.dagger_episodes} episodes ({subset.num_steps} steps) in {path}")
     return path
+
+
+def write_dataset_summary(args: BCHeadsStudyArgs) -> None:
+    """<out>/dataset.json: what the runs learned from (size, returns, action noise), for the report."""
+    from understudy.data import dataset_info, load_dataset
+
+    path = Path(args.out) / "dataset.json"
+    if not path.exists():
+        path.write_text(json.dumps({"path": args.dataset, **dataset_info(load_dataset(args.dataset))}, indent=2))
 
 
 def write_references(args: BCHeadsStudyArgs) -> dict:
@@ -223,6 +235,8 @@ def run_study(args: BCHeadsStudyArgs) -> dict:
     from understudy.studies.runner import run_grid
 
     if args.report_only:
+        if args.out is None and args.env is None and args.dataset is None:
+            raise UnderstudyError("--report-only rebuilds the report of an existing study: pass its --out DIR.")
         out = Path(args.out or f"runs/study-bc-heads-{args.env or _dataset_env(args.dataset)}")
         if not (out / "runs").is_dir():
             raise UnderstudyError(f"--report-only: {out / 'runs'} does not exist, so there are no runs to report. "
@@ -240,6 +254,7 @@ def run_study(args: BCHeadsStudyArgs) -> dict:
          "runs": {r.name: ["understudy", *r.args, "--out", str(out.resolve() / "runs" / r.name)] for r in runs}},
         indent=2))
     write_references(args)
+    write_dataset_summary(args)
     if "dagger" in args.methods.split(","):
         write_dagger_dataset(args)
     run_grid(runs, out, workers=args.workers, ray_address=args.ray_address, log=record_wall_times(out))

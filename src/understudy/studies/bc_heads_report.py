@@ -1,9 +1,9 @@
 """The bc-heads study's report: results.json, report.md, scores.png and curves.png from the study directory alone.
 
 Read: <out>/runs/<method>-seed<S>/ (eval.json: the final evaluation and the dataset's random/expert references;
-config.json: the settings; metrics.csv: the curves), and when present <out>/study.json (the command) and
-<out>/timings.json (process wall time per run). One run = one seed; each seed's score is the mean return of its
-final evaluation. Normalized score = (return − random) / (expert − random) with the dataset's references.
+config.json: the settings; metrics.csv: the curves), and when present <out>/study.json (the command),
+<out>/timings.json (process wall time per run) and <out>/dataset.json (the dataset's size, returns and action
+noise). One run = one seed; each seed's score is the mean return of its final evaluation. Normalized score = (return − random) / (expert − random) with the dataset's references.
 """
 
 from __future__ import annotations
@@ -127,7 +127,8 @@ def build_results(out: str | Path) -> dict:
     order = {m: i for i, m in enumerate(_method_order())}
     methods = dict(sorted(methods.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
     return {"study": "bc-heads", "env_id": env_id, "command": study.get("command"),
-            "dataset": (study.get("args") or {}).get("dataset"), "references": sorted(references),
+            "dataset": (study.get("args") or {}).get("dataset"), "dataset_info": _read_json(out / "dataset.json"),
+            "references": sorted(references),
             "reference_source": (study_refs or {}).get("source"),
             "methods": methods, "unfinished": unfinished}
 
@@ -147,13 +148,27 @@ def _settings(settings: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in settings.items()) or "defaults"
 
 
+def _dataset_details(info: Optional[dict]) -> str:
+    """', 25 episodes, 24,676 steps, return 4362.5 ± 274.6' and the action noise, from <out>/dataset.json."""
+    from understudy.data.info import describe_action_noise
+
+    if not info:
+        return ""
+    text = f", {info['episodes']:,} episodes, {info['steps']:,} steps"
+    if info.get("return"):
+        text += f", return {info['return']['mean']:.1f} ± {info['return']['std']:.1f}"
+    if info.get("action_noise"):
+        text += f"; action noise: {describe_action_noise(info)}"
+    return text
+
+
 def report_markdown(results: dict) -> str:
     env = results["env_id"] or "?"
     lines = [f"# Behaviour cloning heads, DAgger, GAIL and AIRL on {env}", ""]
     if results.get("command"):
         lines += ["```bash", results["command"], "```", ""]
     if results.get("dataset"):
-        lines += [f"Expert dataset: `{results['dataset']}`.", ""]
+        lines += [f"Expert dataset: `{results['dataset']}`{_dataset_details(results.get('dataset_info'))}.", ""]
     header = ("| method | hyper-parameters | seeds | final return (mean ± std) | return IQM [95% CI] | "
               "normalized (mean ± std) | normalized IQM [95% CI] | target | wall time per run |")
     lines += [header, "|" + "---|" * (header.count("|") - 1)]

@@ -290,7 +290,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, method: s
     if run.obs_noise_augment:
         raise UnderstudyError("`train morel` does not support --obs-noise-augment (its models and policy train on "
                               "model rollouts, not on the dataset's batches). Drop the flag.")
-    ds, spec = load_training_data(run)
+    ds, spec = load_training_data(run, algo_name)
     if spec.discrete or isinstance(spec.observation, dict):
         raise UnderstudyError(f"`train {algo_name}` needs vector observations and continuous actions; {spec.env_id} "
                               "has discrete actions or dict observations.")

@@ -25,10 +25,12 @@ from understudy.train.common import RunArgs, RunRecorder, default_out, eval_epis
 from understudy.types import Batch, EnvSpec, UnderstudyError
 
 
-def load_training_data(run: RunArgs):
-    """Loads the dataset and the env spec it must match (from --env, else from the dataset's metadata)."""
+def load_training_data(run: RunArgs, algo_name: str):
+    """Loads the dataset and the env spec it must match (from --env, else from the dataset's metadata).
+
+    Every offline algorithm but BC needs the actions that were executed, not noise-free labels."""
     from understudy.data import load_dataset
-    from understudy.data.validate import check_compatible
+    from understudy.data.validate import check_compatible, require_executed_actions
     from understudy.envs import make_spec
 
     if run.dataset is None:
@@ -41,6 +43,8 @@ def load_training_data(run: RunArgs):
                               "pass --env ID.")
     spec = make_spec(env_id, **_spec_options(ds))
     check_compatible(ds, spec)
+    if algo_name != "bc":
+        require_executed_actions(ds, algo_name, str(run.dataset))
     return ds, spec
 
 
@@ -159,7 +163,7 @@ def make_update_many(algo: ModuleType, cfg: Any, data, obs_noise_scale: np.ndarr
 
 def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, updates_per_call: int = 1000,
           method: str | None = None) -> dict:
-    ds, spec = load_training_data(run)
+    ds, spec = load_training_data(run, algo_name)
     validation_fraction, patience = _validation_settings(cfg)
     ds_val = None
     if validation_fraction:

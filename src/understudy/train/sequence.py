@@ -71,7 +71,7 @@ class SequenceRecorder(RunRecorder):
 
 def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, updates_per_call: int = UPDATES_PER_CALL,
           method: str | None = None) -> dict:
-    ds, spec = load_training_data(run)
+    ds, spec = load_training_data(run, algo_name)
     if spec.discrete:
         raise UnderstudyError(f"`train {algo_name}` needs continuous actions; {spec.env_id} has {spec.num_actions} "
                               "discrete actions. Use bc --head categorical.")
