@@ -113,7 +113,7 @@ def collect(env_id: str, policy: Policy, *, episodes: Optional[int] = None, step
         add_noise = _noise_fn(action_noise, spec, seed)
         if clean_action_labels and add_noise is None:
             raise UnderstudyError("--clean-action-labels records the noise-free action while a noisy one is executed, "
-                                  "so it needs --action-noise STD > 0 (e.g. 0.2).")
+                                  "so it needs --action-noise STD > 0 (e.g. 0.1).")
         mode = AutoresetMode(envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP))
         if mode == AutoresetMode.DISABLED:
             raise UnderstudyError(f"collect needs a vector env that autoresets (next_step or same_step); the one "
@@ -192,8 +192,8 @@ class _History:
                        metadata=metadata)
 
 
-def _rollout(envs, act, add_noise, clean_action_labels: bool, n: int, episodes: Optional[int], steps: Optional[int], same_step: bool,
-             history: _History, bar: "_Progress") -> list[_Episode]:
+def _rollout(envs, act, add_noise, clean_action_labels: bool, n: int, episodes: Optional[int],
+             steps: Optional[int], same_step: bool, history: _History, bar: "_Progress") -> list[_Episode]:
     recording: list[Optional[_Episode]] = [None] * n
     done_episodes: list[_Episode] = []
     started = 0

@@ -3,7 +3,8 @@
 Read: <out>/runs/<method>-seed<S>/ (eval.json: the final evaluation and the dataset's random/expert references;
 config.json: the settings; metrics.csv: the curves), and when present <out>/study.json (the command),
 <out>/timings.json (process wall time per run) and <out>/dataset.json (the dataset's size, returns and action
-noise). One run = one seed; each seed's score is the mean return of its final evaluation. Normalized score = (return − random) / (expert − random) with the dataset's references.
+noise). One run = one seed; each seed's score is the mean return of its final evaluation. Normalized score =
+(return − random) / (expert − random) with the dataset's references.
 """
 
 from __future__ import annotations
