@@ -10,6 +10,7 @@ time on CPU, to a minimum.
 
 import csv
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -33,7 +34,8 @@ STEPS, SEEDS = 2, 2
 # Small networks, small batches; options that exercise the non-default paths where they are cheap to check.
 CASES = {
     "td3bc": (td3bc, td3bc.Config(hidden_dims=SMALL, batch_size=64)),
-    "iql": (iql, iql.Config(hidden_dims=SMALL, batch_size=64, actor_lr_decay_steps=STEPS)),
+    "iql": (iql, iql.Config(hidden_dims=SMALL, batch_size=64, actor_lr_decay_steps=STEPS,
+                            normalize_reward_by_returns=True)),
     "cql": (cql, cql.Config(hidden_dims=SMALL, batch_size=64, num_sampled_actions=4, lagrange=True, bc_steps=1)),
 }
 
@@ -232,6 +234,10 @@ def test_offline_loop_trains_two_seeds_and_exports_reload_with_identical_actions
         assert all(float(r["train/bc_mse"]) > 0 and float(r["train/lambda"]) > 0 for r in rows)
     if mod is cql:  # the Lagrange multiplier moved from its start log alpha' = 1
         assert np.all(np.asarray(state.log_alpha_prime) != 1.0)
+    if mod is iql:  # the reward scale was set from the dataset's episode returns, and recorded
+        returns = ds.episode_returns()
+        recorded = json.loads((out / "config.json").read_text())["config"]
+        assert recorded["dataset_reward_scale"] == pytest.approx(1000 / (returns.max() - returns.min()))
 
 
 @pytest.mark.parametrize("mod", [td3bc, iql, cql], ids=["td3bc", "iql", "cql"])
@@ -259,3 +265,24 @@ def test_corl_defaults_and_cql_presets():
     assert (corl.cql_alpha, corl.num_sampled_actions, corl.hidden_dims) == (10.0, 10, (256, 256, 256))
     assert (corl.actor_lr, corl.critic_lr, corl.tau, corl.lagrange) == (3e-5, 3e-4, 0.005, False)
     assert cql.PRESETS["corl"] == corl and cql.PRESETS["small"].hidden_dims == (64, 64)
+
+
+def test_reward_scale_from_returns_is_1000_over_the_return_spread():
+    from understudy.data.episodes import Dataset
+
+    def dataset(episode_rewards):
+        rewards = np.concatenate(episode_rewards).astype(np.float32)
+        n = len(rewards)
+        ends = np.cumsum([len(r) for r in episode_rewards]) - 1
+        return Dataset(observations=np.zeros((n, 1), np.float32), next_observations=np.zeros((n, 1), np.float32),
+                       actions=np.zeros((n, 1), np.float32), rewards=rewards, terminations=np.isin(np.arange(n), ends),
+                       truncations=np.zeros(n, bool), episode_starts=np.concatenate([[0], ends[:-1] + 1]))
+
+    ds = dataset([np.full(4, -25.0), np.full(2, 200.0), np.full(3, 50.0)])  # returns -100, 400, 150
+    cfg = iql.Config(normalize_reward_by_returns=True)
+    assert offline.reward_scale_from_returns(cfg, ds).dataset_reward_scale == pytest.approx(2.0)
+    assert offline.reward_scale_from_returns(iql.Config(), ds) == iql.Config()  # off by default: unchanged
+    with pytest.raises(UnderstudyError, match="cannot be combined with --dataset-reward-scale 0.5"):
+        offline.reward_scale_from_returns(dataclasses.replace(cfg, dataset_reward_scale=0.5), ds)
+    with pytest.raises(UnderstudyError, match="different returns"):
+        offline.reward_scale_from_returns(cfg, dataset([np.ones(3), np.ones(3)]))

@@ -33,6 +33,10 @@ def test_plan_names_every_algorithm_dataset_and_seed(tmp_path):
     assert [r.name for r in runs][:3] == ["td3bc-hopper-medium-replay-seed5", "td3bc-hopper-medium-replay-seed6",
                                           "td3bc-walker2d-medium-replay-seed5"]
     assert len(runs) == 8 and runs[-1].args[-2:] == ("--seed", "6") and runs[-1].args[1] == "iql"
+    # IQL normalizes rewards by the dataset's returns, as CORL does on locomotion, unless given a fixed scale
+    assert "--normalize-reward-by-returns" in runs[-1].args and "--normalize-reward-by-returns" not in runs[0].args
+    fixed = study_runs(dataclasses.replace(args, iql_args="--dataset-reward-scale=0.5"), plan)
+    assert "--normalize-reward-by-returns" not in fixed[-1].args and "--dataset-reward-scale=0.5" in fixed[-1].args
     with pytest.raises(UnderstudyError, match="unknown \\['ant'\\]"):
         check_args(dataclasses.replace(args, envs="hopper,ant"))
     with pytest.raises(UnderstudyError, match="must not contain --steps"):

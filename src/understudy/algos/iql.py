@@ -73,6 +73,8 @@ class Config:
     """Multiply dataset rewards by this inside the update (CORL's normalize_reward for hopper-medium scales by 1000 / (max return - min return))."""
     dataset_reward_bias: float = 0.0
     """Add this to the scaled rewards inside the update (CORL uses -1 for AntMaze)."""
+    normalize_reward_by_returns: bool = False
+    """Set the reward scale to 1000 / (max - min episode return), measured on the dataset when training starts: the IQL paper's and CORL's setting for MuJoCo locomotion (1000 = its episode limit), which `understudy study offline-locomotion` passes. Off by default: on narrow expert-only data the spread is small and the scale large. Replaces --dataset-reward-scale."""
     normalize_observations: bool = True
     """Standardize observations with dataset mean/std (applied by the training loop, saved in the export)."""
 

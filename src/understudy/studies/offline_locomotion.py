@@ -26,6 +26,9 @@ from understudy.types import UnderstudyError
 ENVS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}
 RECIPES = ("medium", "medium-replay", "medium-expert")
 ALGOS = ("bc", "td3bc", "iql", "cql", "dt", "morel")
+# CORL's locomotion settings that an algorithm's own defaults leave out (its flags come first, so the --<algo>-args
+# can override them): IQL divides rewards by the dataset's return spread (x 1000), as the IQL paper does.
+LOCOMOTION_ARGS = {"iql": ("--normalize-reward-by-returns",)}
 _STUDY_FLAGS = ("--out", "--resume", "--overwrite", "--seed", "--seeds", "--dataset", "--steps", "--eval-every",
                 "--eval-episodes", "--final-eval-episodes")
 
@@ -135,6 +138,8 @@ def study_runs(args: OfflineLocomotionStudyArgs, plan: dict[str, dict]) -> list:
     runs = []
     for algo in split_choices(args.algos, ALGOS, "--algos"):
         extra = split_extra_args(getattr(args, f"{algo}_args"), f"--{algo}-args", _STUDY_FLAGS)
+        if not any(a.split("=")[0] == "--dataset-reward-scale" for a in extra):  # a fixed scale replaces it
+            extra = (*LOCOMOTION_ARGS.get(algo, ()), *extra)
         for name, entry in plan.items():
             for i in range(args.seeds):
                 runs.append(Run(name=f"{algo}-{name}-seed{args.seed + i}",

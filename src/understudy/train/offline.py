@@ -6,6 +6,7 @@ runs `updates_per_call` updates inside `lax.scan`, sampling batches on device.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from types import ModuleType
 from typing import Any
@@ -51,6 +52,27 @@ def load_training_data(run: RunArgs, algo_name: str):
 def _spec_options(ds) -> dict:
     saved = (ds.metadata.get("spec") or {}).get("options") or {}
     return {k: v for k, v in saved.items() if k in ("task_bit",)}
+
+
+LOCOMOTION_HORIZON = 1000  # the MuJoCo locomotion time limit that the IQL paper's reward normalization uses
+
+
+def reward_scale_from_returns(cfg: Any, ds) -> Any:
+    """cfg with dataset_reward_scale = 1000 / (max - min episode return) when cfg.normalize_reward_by_returns.
+
+    The IQL paper (and CORL for locomotion) normalize rewards this way, so that the advantages, and with them the
+    actor's weights exp(beta A), have the same scale on every dataset whatever its reward units."""
+    if not getattr(cfg, "normalize_reward_by_returns", False):
+        return cfg
+    if cfg.dataset_reward_scale != 1.0:
+        raise UnderstudyError(f"--normalize-reward-by-returns sets the reward scale from the dataset; it cannot be "
+                              f"combined with --dataset-reward-scale {cfg.dataset_reward_scale}. Drop one of them.")
+    returns = ds.episode_returns()
+    spread = float(returns.max() - returns.min()) if returns.size else 0.0
+    if returns.size < 2 or not spread > 0:
+        raise UnderstudyError(f"--normalize-reward-by-returns needs episodes with different returns; this dataset has "
+                              f"{returns.size} episode(s) spanning {spread:g}. Use --dataset-reward-scale instead.")
+    return dataclasses.replace(cfg, dataset_reward_scale=LOCOMOTION_HORIZON / spread)
 
 
 def dataset_columns(ds, spec: EnvSpec, normalizer: dict | None) -> dict:
@@ -168,6 +190,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, updates_p
     ds_val = None
     if validation_fraction:
         ds, ds_val = train_val_split(ds, validation_fraction, seed=0)
+    cfg = reward_scale_from_returns(cfg, ds)
     K = run.seeds
     if K < 1:
         raise UnderstudyError(f"--seeds must be at least 1 (got {K}).")
