@@ -51,7 +51,8 @@ def test_tiny_study_collects_trains_and_reports(tmp_path):
                                       progress=False)
     results = run_study(args)
     meta = json.loads(next((out / "data" / "hopper-medium").rglob("metadata.json")).read_text())
-    assert meta.get("recipe") == "medium" or "medium" in json.dumps(meta)
+    assert meta["understudy"]["metadata"]["recipe"] == "medium"
+    assert meta["understudy"]["metadata"]["stochastic"] is True  # sampled actions, as D4RL's datasets
     assert results["datasets"] == ["hopper-medium"] and results["algos"] == ["bc", "td3bc"]
     for algo in ("bc", "td3bc"):
         cell = results["scores"]["hopper-medium"][algo]
@@ -59,6 +60,10 @@ def test_tiny_study_collects_trains_and_reports(tmp_path):
     report = (out / "report.md").read_text()
     assert "| hopper-medium |" in report and "not all nine datasets yet" in report
     assert (out / "curves.png").exists()
+    # its sampled-action data are not reused by a study that asks for mode actions (nor silently mixed)
+    with pytest.raises(UnderstudyError, match="sampled \\(--stochastic\\) expert actions.*--stochastic"):
+        run_study(dataclasses.replace(args, out=str(tmp_path / "modes"), data_dir=str(out / "data"),
+                                      stochastic=False))
 
 
 def _fake(out: Path, name: str, finals: list[float], bests: list[float]):

@@ -105,7 +105,9 @@ def collect_recipe(env_id: str, recipe: str, *, steps: Optional[int] = None, pol
     if medium is not None:
         ds.metadata["medium"] = medium.describe()
     if recipe != "random":
-        ds.metadata.update(expert_policy=str(sources.expert), stochastic=stochastic)
+        ds.metadata["expert_policy"] = str(sources.expert)
+    if recipe not in ("random", "medium-replay"):  # the replay buffer's actions are SAC's own, whatever the flag
+        ds.metadata["stochastic"] = stochastic
     return ds
 
 

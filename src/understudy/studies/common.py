@@ -9,7 +9,7 @@ import re
 import shlex
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 from understudy.types import UnderstudyError
 
@@ -169,3 +169,23 @@ def parse_study_args(cls, argv: list[str], prog: str, passthrough: Iterable[str]
             argv[i:i + 2] = [f"{argv[i]}={argv[i + 1]}"]
         i += 1
     return tyro.cli(cls, args=argv, prog=prog)
+
+
+def stored_metadata(path: str | Path) -> Optional[dict]:
+    """A dataset's Minari metadata.json, read without loading its steps; None when it has none."""
+    from understudy.data.storage import METADATA_FILE
+
+    file = Path(path) / "data" / METADATA_FILE
+    return json.loads(file.read_text()) if file.exists() else None
+
+
+def check_action_mode(path: Path, stochastic: bool) -> None:
+    """A dataset to reuse must have been collected with the requested action mode (what it records; random,
+    medium-replay and hand-made datasets record none and pass)."""
+    meta = stored_metadata(path) or {}
+    recorded = meta.get("understudy", {}).get("metadata", {}).get("stochastic")
+    if recorded is not None and bool(recorded) != stochastic:
+        mode = {True: "sampled (--stochastic)", False: "mode (no --stochastic)"}
+        raise UnderstudyError(f"{path} was collected with {mode[bool(recorded)]} expert actions, but this study asks "
+                              f"for {mode[stochastic]} ones. Give the study another --data-dir (the dataset is kept), "
+                              f"or run it with {'--stochastic' if recorded else '--no-stochastic'}.")

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from understudy.studies.common import check_same_settings, log, parse_study_args, record_wall_times, \
-    split_choices, split_extra_args, study_command
+from understudy.studies.common import check_action_mode, check_same_settings, log, parse_study_args, \
+    record_wall_times, split_choices, split_extra_args, study_command
 from understudy.types import UnderstudyError
 
 ENVS = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}
@@ -50,6 +50,8 @@ class OfflineLocomotionStudyArgs:
     """Seeds per (algorithm, dataset), one run (process) each."""
     seed: int = 0
     """Seed of the data collection and of the first run (run i uses seed + i)."""
+    stochastic: bool = True
+    """Collect medium and expert data with actions sampled from the policies' stochastic heads, as D4RL's SAC datasets are (its reproducibility guide); --no-stochastic takes their modes (one action per state)."""
     dataset_steps: int = 1_000_000
     """Environment steps per medium / expert dataset (D4RL: 1M; medium-expert is medium + expert, 2M)."""
     data_dir: Optional[str] = None
@@ -114,6 +116,8 @@ def collect_datasets(args: OfflineLocomotionStudyArgs, plan: dict[str, dict]) ->
     for name, entry in plan.items():
         path = Path(entry["path"])
         if (path / "data").exists():
+            if entry["recipe"] != "medium-replay":  # a replay buffer, whatever the flag
+                check_action_mode(path, args.stochastic)
             log(f"reusing {name}: {path}")
             continue
         if not (Path(entry["expert"]) / "policy.json").exists():
@@ -121,11 +125,13 @@ def collect_datasets(args: OfflineLocomotionStudyArgs, plan: dict[str, dict]) ->
                                   "Train and ship it (experts/README.md), leave the env out of --envs, or point "
                                   "--data-dir at datasets made elsewhere.")
         steps = None if entry["recipe"] == "medium-replay" else args.dataset_steps
+        stochastic = args.stochastic and entry["recipe"] != "medium-replay"
         log(f"collecting {name}: understudy collect --env {entry['env_id']} --policy {entry['expert']} --recipe "
-            f"{entry['recipe']}" + ("" if steps is None else f" --steps {steps}") + f" --seed {args.seed} --out {path}")
+            f"{entry['recipe']}" + ("" if steps is None else f" --steps {steps}") + f" --seed {args.seed}"
+            + (" --stochastic" if stochastic else "") + f" --out {path}")
         t0 = time.time()
         ds = collect_recipe(entry["env_id"], entry["recipe"], steps=steps, policy=entry["expert"], seed=args.seed,
-                            progress=args.progress)
+                            stochastic=stochastic, progress=args.progress)
         save_dataset(ds, path, overwrite=True)
         log(f"{name}: {ds.num_episodes} episodes, {ds.num_steps} steps in {time.time() - t0:.0f} s")
 

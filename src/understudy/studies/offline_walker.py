@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from understudy.studies.common import NOT_SETTINGS, check_same_settings, log, parse_study_args, record_wall_times, \
-    split_choices, split_extra_args, study_command
+from understudy.studies.common import NOT_SETTINGS, check_action_mode, check_same_settings, log, parse_study_args, \
+    record_wall_times, split_choices, split_extra_args, stored_metadata, study_command
 from understudy.types import UnderstudyError
 
 TASK_ENVS = ("walker-walk", "walker-run")  # task id = index; the task bit is (index, len(TASK_ENVS))
@@ -238,7 +238,8 @@ def collect_base(args: OfflineWalkerStudyArgs, base: dict[str, dict]) -> None:
     for name, entry in base.items():
         path = Path(entry["path"])
         if _is_dataset(path):
-            _check_action_mode(path, args.stochastic)
+            if entry["recipe"] != "medium-replay":  # a replay buffer, whatever the flag (older ones record it)
+                check_action_mode(path, args.stochastic)
             log(f"reusing {name}: {path}")
             continue
         steps = None if entry["recipe"] == "medium-replay" else args.dataset_steps
@@ -250,26 +251,6 @@ def collect_base(args: OfflineWalkerStudyArgs, base: dict[str, dict]) -> None:
                             stochastic=args.stochastic, progress=args.progress)
         save_dataset(ds, path, overwrite=True)
         log(f"{name}: {ds.num_episodes} episodes, {ds.num_steps} steps in {time.time() - t0:.0f} s")
-
-
-def _stored_metadata(path: str | Path) -> Optional[dict]:
-    """A dataset's Minari metadata.json, read without loading its steps; None when it has none."""
-    from understudy.data.storage import METADATA_FILE
-
-    file = Path(path) / "data" / METADATA_FILE
-    return json.loads(file.read_text()) if file.exists() else None
-
-
-def _check_action_mode(path: Path, stochastic: bool) -> None:
-    """A dataset to reuse must have been collected with the requested action mode (what it records; random and
-    hand-made datasets record none and pass)."""
-    meta = _stored_metadata(path) or {}
-    recorded = meta.get("understudy", {}).get("metadata", {}).get("stochastic")
-    if recorded is not None and bool(recorded) != stochastic:
-        mode = {True: "sampled (--stochastic)", False: "mode (no --stochastic)"}
-        raise UnderstudyError(f"{path} was collected with {mode[bool(recorded)]} expert actions, but this study asks "
-                              f"for {mode[stochastic]} ones. Give the study another --data-dir (the dataset is kept), "
-                              f"or run it {'with' if recorded else 'without'} --stochastic.")
 
 
 def build_variants(base: dict[str, dict], variants: dict[str, dict]) -> None:
@@ -294,7 +275,7 @@ def write_references(out: Path, base: dict[str, dict]) -> dict:
     """<out>/references.json: per env, the random and expert returns its datasets record (the normalized scores')."""
     refs = {}
     for name, entry in base.items():
-        meta = None if entry["env_id"] in refs else _stored_metadata(entry["path"])
+        meta = None if entry["env_id"] in refs else stored_metadata(entry["path"])
         if meta is None:
             continue
         if meta.get("ref_min_score") is not None and meta.get("ref_max_score") is not None:
