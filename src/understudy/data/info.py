@@ -7,6 +7,7 @@ from typing import Optional
 import numpy as np
 
 from understudy.data.episodes import Dataset
+from understudy.data.validate import CLEAN_ACTION_LABELS
 
 
 def _stats(x: np.ndarray) -> Optional[dict]:
@@ -59,8 +60,6 @@ def dataset_info(ds: Dataset) -> dict:
 
 def describe_action_noise(info: dict) -> str:
     """How the collecting policy's actions were perturbed, and which action each step records."""
-    from understudy.data.validate import CLEAN_ACTION_LABELS
-
     if not info.get("action_noise"):
         return "none"
     text = f"Gaussian, std {info['action_noise']:g} (normalized units)"
