@@ -130,6 +130,29 @@ def test_pretrained_encoder_states_are_cached_and_checked(tmp_path):
         InstructionEncoder.from_json(enc.to_json())
 
 
+def test_pretrained_encoder_puts_the_mean_pooled_sentence_first_and_old_policies_keep_cls(tmp_path):
+    from test_pretrained_text import make_tiny_bert
+
+    from understudy.language.pretrained import PretrainedTextEncoder
+
+    bert, _, _ = make_tiny_bert(tmp_path / "bert")
+    raw = PretrainedTextEncoder.load(bert, max_length=8)
+    token_states, token_mask = raw.encode_tokens(SENTENCES)
+    enc = InstructionEncoder.build(SENTENCES, text_encoder=bert, max_tokens=8)
+    states, mask = enc.encode(SENTENCES)
+    assert enc.to_json()["first_token"] == "mean"
+    for i in range(len(SENTENCES)):
+        real = token_mask[i]
+        np.testing.assert_allclose(states[i, 0], token_states[i, real].mean(0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(states[i, 1:], token_states[i, 1:])  # the other positions untouched
+    np.testing.assert_array_equal(mask, token_mask.astype(np.float32))
+    # a policy.json written before the pooled vector existed (no first_token) reads [CLS] there, as it was trained
+    old = {k: v for k, v in enc.to_json().items() if k != "first_token"}
+    np.testing.assert_array_equal(InstructionEncoder.from_json(old).encode(SENTENCES)[0], token_states)
+    with pytest.raises(Exception, match="first-token mode"):
+        InstructionEncoder.from_json({**enc.to_json(), "first_token": "max"})
+
+
 def test_training_learns_exports_and_reloads_identical_actions(grid_data, tmp_path):
     from understudy.instruct.policy import InstructPolicy
     from understudy.train.instruct import initial_state, make_update_many, prepare

@@ -132,3 +132,68 @@ def test_a_policy_trained_on_wordnet_features_reloads_and_carries_over_to_a_syno
     np.testing.assert_array_equal(actions, act(sentences, policy))
     assert actions[0, 0] < -1.0 and actions[1, 0] > 1.0
     assert actions[2, 0] < 0.0  # the unseen word "push" acts like "shove"
+
+
+def test_related_words_are_synonyms_and_hypernyms_of_the_first_senses(wordnet):
+    assert wordnet.related_words("puck") == ["hob", "hockey puck", "disc", "disk"]  # sprite, puck, puck's disc
+    assert wordnet.related_words("shoving") == ["push", "force"]  # through its lemma, to its hypernym
+    assert wordnet.related_words("puck", senses=1) == ["hob"]
+    assert wordnet.related_words("the") == []
+
+
+def test_instruction_variants_replace_known_words_at_their_rate_and_are_seeded(wordnet):
+    from understudy.instruct.augment import instruction_variants, variant_table
+
+    sentences = ["shove the puck", "open the door"]
+    assert instruction_variants(sentences, wordnet, 3, 0.0, seed=0) == [[s] * 3 for s in sentences]
+    every = instruction_variants(sentences, wordnet, 50, 1.0, seed=0)
+    for variant in every[0]:  # both known words replaced, "the" kept
+        verb, rest = variant.split(" the ")
+        assert verb in ("push", "force") and rest in ("hob", "hockey puck", "disc", "disk")
+    assert set(every[1]) == {"open the door"}  # "door" has no synonym or hypernym here, "open" is unknown
+    half = instruction_variants(sentences, wordnet, 400, 0.5, seed=1)[0]
+    assert 0.4 < np.mean([v.startswith("shove ") for v in half]) < 0.6
+    assert instruction_variants(sentences, wordnet, 5, 0.5, seed=1) == instruction_variants(
+        sentences, wordnet, 5, 0.5, seed=1)
+    assert instruction_variants(sentences, wordnet, 5, 0.5, seed=1) != instruction_variants(
+        sentences, wordnet, 5, 0.5, seed=2)
+    with pytest.raises(UnderstudyError, match="word rate in"):
+        instruction_variants(sentences, wordnet, 2, 1.5, seed=0)
+    assert variant_table(3, 2).tolist() == [[0, 3, 4], [1, 5, 6], [2, 7, 8]]
+
+
+def test_training_windows_read_their_instruction_or_its_variants(wordnet, tmp_path, monkeypatch):
+    import jax
+
+    from understudy.data import save_dataset
+    from understudy.data.episodes import Dataset
+    from understudy.envs import make_spec
+    from understudy.instruct import wordnet as wordnet_module
+    from understudy.instruct.algo import Config
+    from understudy.train.common import RunArgs
+    from understudy.train.instruct import make_batch, prepare
+
+    monkeypatch.setattr(wordnet_module, "bundled_path", lambda: wordnet.path)  # the tiny database as the bundled one
+    spec = make_spec("Pendulum-v1")
+    rng = np.random.default_rng(0)
+    sentences = ["shove the puck", "lift the door"]
+    episodes = [{"observations": rng.standard_normal((6, 3)).astype(np.float32),
+                 "actions": np.zeros((5, 1), np.float32), "rewards": np.zeros(5), "terminations": [False] * 5,
+                 "truncations": [False] * 4 + [True], "instruction": sentences[e % 2]} for e in range(4)]
+    save_dataset(Dataset.from_episodes(episodes, metadata={"env_id": spec.env_id, "spec": spec.to_dict()}),
+                 tmp_path / "data")
+    cfg = Config(d_model=16, num_layers=1, num_heads=2, head_hidden_dims=(16,), instruction_variants=4,
+                 variant_word_rate=1.0)
+    setup = prepare(cfg, RunArgs(dataset=str(tmp_path / "data")))
+    table, encoder = setup["table"], setup["encoder"]
+    assert table["encoded"].shape[0] == 2 * (1 + 4) and table["variants"].shape == (2, 5)
+    assert encoder.unknown_words("push the disc") == []  # the learned vocabulary holds the variants' words
+    batch = make_batch(setup["data"], table, jax.random.PRNGKey(0), 512, cfg.window)
+    seen = {tuple(ids) for ids in np.asarray(batch["instruction"]).tolist()}
+    originals = {tuple(ids) for ids in encoder.encode(sentences)[0].tolist()}
+    assert originals < seen  # each sentence itself, and variants of it besides
+    lift = {tuple(ids) for ids in encoder.encode(["lift the door", "raise the door", "elevate the door"])[0].tolist()}
+    shove = {tuple(ids) for ids in encoder.encode(
+        [f"{v} the {n}" for v in ("shove", "push", "force") for n in ("puck", "hob", "hockey puck", "disc", "disk")]
+    )[0].tolist()}
+    assert seen <= lift | shove  # never a word from another sentence's meaning

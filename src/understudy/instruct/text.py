@@ -1,5 +1,6 @@
 """Instruction text -> what the policy network reads: word ids for a learned encoder, the per-token states
-of a frozen pretrained encoder (BERT family, from a local directory or hub id; states cached on disk),
+of a frozen pretrained encoder (BERT family, from a local directory, a hub id or the `minilm` package; states
+cached on disk; position 0 holds the mean-pooled sentence vector),
 frozen per-word WordNet concept vectors (`wordnet.py`: words unseen in training share concepts with seen ones), or
 frozen pretrained WordLlama token vectors with their pooled sentence vector (`wordllama.py`, bundled in a PyPI
 wheel: no download).
@@ -26,11 +27,15 @@ class InstructionEncoder:
     """
 
     def __init__(self, tokenizer: Optional[WordTokenizer] = None, pretrained: Optional[str] = None,
-                 max_tokens: int = 16, cache_dir: Optional[str] = None, frozen=None):
+                 max_tokens: int = 16, cache_dir: Optional[str] = None, frozen=None, first_token: str = "mean"):
         if sum(x is not None for x in (tokenizer, pretrained, frozen)) != 1:
             raise UnderstudyError("An instruction encoder is either learned (a word tokenizer), pretrained (a path) "
                                   "or frozen word vectors (WordNet's or WordLlama's).")
+        if first_token not in FIRST_TOKENS:
+            raise UnderstudyError(f"Unknown first-token mode {first_token!r} of a pretrained instruction encoder; "
+                                  f"known: {', '.join(FIRST_TOKENS)}.")
         self.tokenizer, self.pretrained, self.max_tokens = tokenizer, pretrained, int(max_tokens)
+        self.first_token = first_token
         self._encoder = frozen
         if pretrained is not None:
             from understudy.language.pretrained import PretrainedTextEncoder
@@ -68,7 +73,10 @@ class InstructionEncoder:
     def encode(self, sentences: list[str]) -> tuple[np.ndarray, np.ndarray]:
         if self._encoder is not None:
             states, mask = self._encoder.encode_tokens(list(sentences))
-            return states.astype(np.float32), mask.astype(np.float32)
+            states, mask = states.astype(np.float32), mask.astype(np.float32)
+            if self.pretrained is not None and self.first_token == "mean":
+                states = with_pooled_first(states, mask)
+            return states, mask
         ids, mask = self.tokenizer.encode(list(sentences))
         mask = mask.astype(np.float32)
         mask[:, 0] = 1.0  # an empty sentence still gives every query one key ([PAD] at position 0)
@@ -85,14 +93,16 @@ class InstructionEncoder:
             return {"kind": kind, "source": self._encoder.source, "fingerprint": self._encoder.fingerprint,
                     "max_tokens": self.max_tokens}
         return {"kind": "pretrained", "source": self.pretrained, "fingerprint": self._encoder.fingerprint,
-                "max_tokens": self.max_tokens}
+                "max_tokens": self.max_tokens, "first_token": self.first_token}
 
     @classmethod
     def from_json(cls, d: dict, cache_dir: Optional[str] = None) -> "InstructionEncoder":
         if d.get("kind") == "learned":
             return cls(tokenizer=WordTokenizer.from_json(d["tokenizer"]), max_tokens=int(d["max_tokens"]))
         if d.get("kind") == "pretrained":
-            encoder = cls(pretrained=d["source"], max_tokens=int(d["max_tokens"]), cache_dir=cache_dir)
+            # policies saved before the pooled first token read BERT's [CLS] state there
+            encoder = cls(pretrained=d["source"], max_tokens=int(d["max_tokens"]), cache_dir=cache_dir,
+                          first_token=d.get("first_token", "cls"))
             if encoder._encoder.fingerprint != d.get("fingerprint"):
                 raise UnderstudyError(f"The pretrained text encoder at {d['source']} is not the one this policy was "
                                       "trained with (its files differ). Point to the same model files.")
@@ -115,6 +125,23 @@ class InstructionEncoder:
             return cls(frozen=wordllama, max_tokens=int(d["max_tokens"]))
         raise UnderstudyError(f"Unknown instruction encoder description {d.get('kind')!r}: the policy.json is damaged "
                               "or from a newer understudy.")
+
+
+FIRST_TOKENS = ("mean", "cls")
+"""What a pretrained (BERT-family) encoder puts at instruction position 0: "mean", the masked mean of the token
+states (sentence-transformers' pooling, the vector such models are trained to make paraphrase-invariant), or
+"cls", the [CLS] token's own state (policies saved before the pooled vector existed)."""
+
+
+def with_pooled_first(states: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """states [n, L, E] with position 0 replaced by the masked mean over all real positions (mask [n, L]).
+
+    Position 0 is the one word dropout never hides, so the policy always sees the whole sentence's meaning."""
+    weights = mask[..., None]
+    pooled = (states * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
+    out = states.copy()
+    out[:, 0] = pooled
+    return out
 
 
 def _is_wordllama(source: str) -> bool:

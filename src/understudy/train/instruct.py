@@ -28,6 +28,7 @@ from understudy.data.normalize import fit_normalizer
 from understudy.data.samplers import sample_windows, to_device
 from understudy.envs.metaworld import PROPRIO_AND_GOAL
 from understudy.instruct.algo import Config, drop_words, head_name, head_options, init, optimizer, update
+from understudy.instruct.augment import variant_table
 from understudy.instruct.model import InstructNet, init_params, observation_kind
 from understudy.instruct.policy import InstructPolicy, normalize_observation
 from understudy.instruct.text import InstructionEncoder, instruction_table
@@ -143,6 +144,9 @@ def make_batch(data, table: dict, key: jax.Array, batch_size: int, window: int) 
     """A batch of windows with each window's instruction (that of its last step's episode)."""
     windows = sample_windows(data, key, batch_size, window)
     rows = windows.observations["instruction"][:, -1]
+    if "variants" in table:  # --instruction-variants: the sentence itself or one of its variants, uniformly
+        column = jax.random.randint(jax.random.fold_in(key, 2), rows.shape, 0, table["variants"].shape[1])
+        rows = table["variants"][rows, column]
     return {"obs": windows.observations["obs"], "window_mask": windows.mask, "actions": windows.actions,
             "instruction": table["encoded"][rows], "instruction_mask": table["mask"][rows]}
 
@@ -186,6 +190,17 @@ def make_update_many(net: InstructNet, tx, data, table: dict, cfg: Config, mesh:
 
 
 # ------------------------------------------------------------------------------------------------ the loop
+def instruction_variant_sentences(cfg: Config, sentences: list[str], seed: int) -> list[str]:
+    """--instruction-variants: cfg.instruction_variants WordNet variants of each sentence, flattened in order."""
+    if not cfg.instruction_variants:
+        return []
+    from understudy.instruct.augment import instruction_variants
+    from understudy.instruct.wordnet import WordNet
+
+    made = instruction_variants(sentences, WordNet.load(), cfg.instruction_variants, cfg.variant_word_rate, seed)
+    return [variant for variants in made for variant in variants]
+
+
 def prepare(cfg: Config, run: RunArgs, text_cache: str | None = None):
     """Everything a run needs before its first update (also used by the scaling benchmark and tests)."""
     ds, tasks = load_instruct_data(run.dataset)
@@ -200,9 +215,15 @@ def prepare(cfg: Config, run: RunArgs, text_cache: str | None = None):
     train_sentences = list(ds.instructions)
     for t in tasks:  # a learned vocabulary covers every training paraphrase, never the held-out ones
         train_sentences += list((t.get("instructions") or {}).get("train") or [])
-    encoder = InstructionEncoder.build(train_sentences, text_encoder=cfg.text_encoder,
+    variants = instruction_variant_sentences(cfg, sorted(set(ds.instructions)), run.seed)
+    encoder = InstructionEncoder.build(train_sentences + variants, text_encoder=cfg.text_encoder,
                                        max_tokens=cfg.max_instruction_tokens, cache_dir=text_cache)
-    _, encoded, mask, episode_rows = instruction_table(encoder, list(ds.instructions))
+    distinct, encoded, mask, episode_rows = instruction_table(encoder, list(ds.instructions))
+    table = {"encoded": encoded, "mask": mask}
+    if variants:  # their rows follow the sentences' rows; table["variants"] says which belong to which
+        variant_encoded, variant_mask = encoder.encode(variants)
+        table = {"encoded": np.concatenate([encoded, variant_encoded]), "mask": np.concatenate([mask, variant_mask]),
+                 "variants": variant_table(len(distinct), cfg.instruction_variants)}
     lengths = np.diff(np.append(ds.episode_starts, ds.num_steps))
     step_rows = np.repeat(episode_rows, lengths).astype(np.int32)
 
@@ -216,7 +237,7 @@ def prepare(cfg: Config, run: RunArgs, text_cache: str | None = None):
     data = to_device(columns)
     data = data.replace(next_observations=data.observations)  # windows do not use them; do not keep a copy
     data = replicate(data, mesh)
-    table = replicate({"encoded": encoded, "mask": mask}, mesh)
+    table = replicate(table, mesh)
 
     head = head_name(cfg, spec.discrete)
     net = InstructNet(obs_kind=kind, state_features=image_state_features(cfg, spec, kind),
