@@ -144,12 +144,15 @@ MINILM_SHA256 = {
 }
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
+def _read_into(digest, path: str):
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.hexdigest()
+    return digest
+
+
+def _sha256(path: str) -> str:
+    return _read_into(hashlib.sha256(), path).hexdigest()
 
 
 def bundled_minilm_directory() -> str:
@@ -208,9 +211,7 @@ def _check_files(directory: str) -> None:
 def _fingerprint(directory: str) -> str:
     digest = hashlib.sha256()
     for name in _FILES:
-        with open(os.path.join(directory, name), "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        _read_into(digest, os.path.join(directory, name))
     return digest.hexdigest()[:16]
 
 
