@@ -206,6 +206,9 @@ def test_word_dropout_changes_the_training_loss_and_is_checked(grid_data, tmp_pa
     assert main(["train", "instruct", "--dataset", grid_data, "--word-dropout", "1", "--out",
                  str(tmp_path / "x")]) == 2
     assert "--word-dropout 1.0 must be a probability in [0, 1)" in capsys.readouterr().err
+    assert main(["train", "instruct", "--dataset", grid_data, "--instruction-variants", "4", "--variant-word-rate",
+                 "1.5", "--out", str(tmp_path / "y")]) == 2
+    assert "--variant-word-rate 1.5 a probability in [0, 1]" in capsys.readouterr().err
 
 
 def test_cli_trains_evaluates_per_task_and_writes_eval_json(grid_data, tmp_path, capsys):

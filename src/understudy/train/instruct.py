@@ -273,6 +273,9 @@ def train(algo_name: str, algo: ModuleType, cfg: Config, run: RunArgs, *, method
         raise UnderstudyError("train instruct takes its tasks from the dataset; drop --env.")
     if not 0 <= cfg.word_dropout < 1:
         raise UnderstudyError(f"--word-dropout {cfg.word_dropout} must be a probability in [0, 1) (e.g. 0.2; 0 is off).")
+    if cfg.instruction_variants < 0 or not 0 <= cfg.variant_word_rate <= 1:
+        raise UnderstudyError(f"--instruction-variants {cfg.instruction_variants} must be >= 0 (0 is off) and "
+                              f"--variant-word-rate {cfg.variant_word_rate} a probability in [0, 1] (e.g. 0.3).")
     out = run.out or f"runs/instruct-{Path(run.dataset.split(',')[0]).name}-s{run.seed}"
     text_cache = cfg.text_cache or str(Path(out) / "text_cache")
     setup = prepare(cfg, run, text_cache=text_cache)
