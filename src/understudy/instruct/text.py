@@ -137,10 +137,10 @@ def with_pooled_first(states: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """states [n, L, E] with position 0 replaced by the masked mean over all real positions (mask [n, L]).
 
     Position 0 is the one word dropout never hides, so the policy always sees the whole sentence's meaning."""
-    weights = mask[..., None]
-    pooled = (states * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
+    from understudy.language.pretrained import mean_pool
+
     out = states.copy()
-    out[:, 0] = pooled
+    out[:, 0] = mean_pool(states, mask)
     return out
 
 

@@ -310,6 +310,12 @@ def _write_cache(path: str, entries: dict[str, tuple[np.ndarray, np.ndarray]]) -
 
 # ---------------------------------------------------------------- the encoder
 
+def mean_pool(states: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """[n, L, E] token states, [n, L] mask -> [n, E]: the mean over real tokens (sentence-transformers' pooling)."""
+    weights = mask[..., None].astype(np.float32)
+    return (states * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
+
+
 class PretrainedTextEncoder:
     """Frozen BERT-family encoder: per-token states for cross-attention, mean-pooled sentence embeddings."""
 
@@ -371,9 +377,7 @@ class PretrainedTextEncoder:
 
     def encode(self, sentences: list[str]) -> np.ndarray:
         """Sentence embeddings [n, hidden]: mean of the token states over the mask (not normalized)."""
-        states, mask = self.encode_tokens(sentences)
-        weights = mask[..., None].astype(np.float32)
-        return (states * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)  # sentence-transformers' mean pooling
+        return mean_pool(*self.encode_tokens(sentences))
 
     def _encode_uncached(self, sentences: list[str]) -> None:
         batch = 1 << (len(sentences) - 1).bit_length()  # next power of two, so few distinct shapes get compiled

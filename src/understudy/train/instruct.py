@@ -28,7 +28,7 @@ from understudy.data.normalize import fit_normalizer
 from understudy.data.samplers import sample_windows, to_device
 from understudy.envs.metaworld import PROPRIO_AND_GOAL
 from understudy.instruct.algo import Config, drop_words, head_name, head_options, init, optimizer, update
-from understudy.instruct.augment import variant_table
+from understudy.instruct.augment import instruction_variants, variant_table
 from understudy.instruct.model import InstructNet, init_params, observation_kind
 from understudy.instruct.policy import InstructPolicy, normalize_observation
 from understudy.instruct.text import InstructionEncoder, instruction_table
@@ -194,7 +194,6 @@ def instruction_variant_sentences(cfg: Config, sentences: list[str], seed: int) 
     """--instruction-variants: cfg.instruction_variants WordNet variants of each sentence, flattened in order."""
     if not cfg.instruction_variants:
         return []
-    from understudy.instruct.augment import instruction_variants
     from understudy.instruct.wordnet import WordNet
 
     made = instruction_variants(sentences, WordNet.load(), cfg.instruction_variants, cfg.variant_word_rate, seed)
