@@ -32,6 +32,8 @@ from understudy.types import Batch, EnvSpec, UnderstudyError
 
 Q_HEAD = "categorical"
 Q_LOSSES = ("mse", "huber")
+# the State fields `act` reads (epsilon decays with the update count): train.common.acting_view
+ACT_READS = ("params", "step")
 
 
 @dataclasses.dataclass(frozen=True)

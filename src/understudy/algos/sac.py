@@ -23,6 +23,8 @@ from understudy.nets.heads import head_config, make_head
 from understudy.types import Batch, EnvSpec, UnderstudyError
 
 ACTOR_HEAD = "tanh-gaussian"
+# the State fields `act` reads: training loops pass act only these (train.common.acting_view)
+ACT_READS = ("actor_params",)
 
 
 @dataclasses.dataclass(frozen=True)

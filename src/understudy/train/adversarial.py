@@ -312,7 +312,7 @@ def _train_sac(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, ds, met
             n = min(chunk, mark - step)
             cols = {k: [] for k in TRANSITION_KEYS}
             for _ in range(n):
-                action, keys = programs.act_all(agent, jnp.asarray(obs), keys, norm,
+                action, keys = programs.act_all(agent, obs, keys, norm,
                                                 explore_randomly=step < scfg.learning_starts)
                 obs, rewards, ended = step_envs(envs, obs, np.asarray(action), spec, cols)
                 ep_return += rewards

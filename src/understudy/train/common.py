@@ -350,6 +350,21 @@ def vmapped_update(algo, cfg):
     return update
 
 
+def acting_view(algo, state):
+    """`state` with only the fields `algo.act` reads (the module's ACT_READS) and the others set to None.
+
+    A loop acts once per env step, and a jitted call's dispatch cost grows with the arrays passed to it: on CPU,
+    passing the whole SAC or TD3 state (critics, targets, optimizer moments: 50-odd arrays) costs about 20 µs
+    per call more than passing the actor alone, ~1% of a HalfCheetah step. A module without ACT_READS gets
+    its whole state back. Build the view again after every update: updates donate the state's buffers.
+    """
+    reads = getattr(algo, "ACT_READS", None)
+    if reads is None:
+        return state
+    return state.replace(**{f.name: None for f in dataclasses.fields(state)
+                            if f.metadata.get("pytree_node", True) and f.name not in reads})
+
+
 def eval_episodes(run: RunArgs, final: bool) -> int:
     """Episodes per seed for an evaluation: --final-eval-episodes at the run's last one when given."""
     return run.final_eval_episodes if final and run.final_eval_episodes else run.eval_episodes

@@ -25,7 +25,8 @@ from understudy.envs import env_spec
 from understudy.eval.rollouts import evaluate_seeds
 from understudy.policy import to_env_action
 from understudy.train.common import RunArgs, RunRecorder, attach_videos, default_out, eval_episodes, eval_steps, \
-    make_train_env, mean_metrics, next_video_episode, prepare_run_dir, run_config, seed_slice, vmapped_update
+    make_train_env, mean_metrics, next_video_episode, prepare_run_dir, run_config, seed_slice, vmapped_update, \
+    acting_view
 from understudy.types import UnderstudyError
 
 
@@ -136,7 +137,8 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
         return jax.vmap(lambda st, o: algo.act(cfg, st, o, jax.random.PRNGKey(0), True))(state, obs)
 
     def evaluate(state, final: bool = False):
-        return evaluate_seeds(lambda o: to_env_action(np.asarray(greedy(state, jnp.asarray(o, jnp.float32))), spec),
+        acting = acting_view(algo, state)
+        return evaluate_seeds(lambda o: to_env_action(np.asarray(greedy(acting, np.asarray(o, np.float32))), spec),
                               run.env, num_seeds=K, episodes=eval_episodes(run, final), seed=run.seed + 10_000,
                               env_options={"obs_noise": run.obs_noise} if run.obs_noise else None)
 
@@ -152,6 +154,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
     step = start
     last_row = None
     hold, held_action = getattr(cfg, "random_action_hold", 1), None
+    acting = acting_view(algo, state)  # what act reads, rebuilt after each update call
     for mark in eval_steps(run.steps, run.eval_every, start):
         while step < mark:
             n = min(chunk, mark - step)
@@ -161,7 +164,8 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
                 if explore_randomly and held_action is not None and step % hold:
                     action = held_action  # --random-action-hold: keep the random action a few steps more
                 else:
-                    action, keys = act_all(state, jnp.asarray(obs), keys, explore_randomly=explore_randomly)
+                    # obs goes in as numpy: jit's own transfer is cheaper than a jnp.asarray first
+                    action, keys = act_all(acting, obs, keys, explore_randomly=explore_randomly)
                     held_action = action if explore_randomly else None
                 obs, rewards, ended = step_envs(envs, obs, np.asarray(action), spec, cols)
                 ep_return += rewards
@@ -171,6 +175,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
             transitions = stack_transitions(cols, n, K, action_dtype)
             updates = updates_due(step) - updates_due(step - n)
             state, buffer, keys, metrics = add_and_update(state, buffer, keys, transitions, num_updates=updates)
+            acting = acting_view(algo, state)
             if metrics:
                 interval_metrics.append(jax.device_get(metrics))
             recorder.progress.update(step, "" if last_row is None else f"eval return {last_row['eval/return']:.1f}")

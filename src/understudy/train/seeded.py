@@ -184,7 +184,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Any, run: RunArgs, *, chunk: in
             n = min(chunk, iteration_end - step, next_eval - step)
             cols = {k: [] for k in TRANSITION_KEYS}
             for _ in range(n):
-                action, keys = act_all(state, jnp.asarray(obs), keys)
+                action, keys = act_all(state, obs, keys)  # numpy in: cheaper than jnp.asarray first
                 obs, rewards, ended = step_envs(envs, obs, np.asarray(action), spec, cols)
                 ep_return += rewards
                 finished_returns.extend(ep_return[ended])
