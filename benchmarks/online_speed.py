@@ -1,7 +1,7 @@
 """Online training speed: our SAC and TD3 against Stable-Baselines3's and SBX's, side by side in one run.
 
     python benchmarks/online_speed.py [--env HalfCheetah-v5] [--warmup 1000] [--steps 3000] [--skip 200]
-                                      [--no-peers]
+                                      [--repeats 3] [--no-peers]
 
 Identical settings everywhere: 256-256 actor and critics, batch 256, one gradient update per environment
 step once `--warmup` steps of random actions have filled the buffer (learning_starts), a buffer holding
@@ -9,11 +9,13 @@ the whole run. Each figure is env steps per second (each with its update) over t
 follow warmup + `--skip` (the skip keeps compilation and first-call costs out of every timing). Ours runs
 in this process through `understudy.train.off_policy.train`, timed by a clock around the env; the peers
 run in benchmarks/.venv-peers (created on first use: torch, stable-baselines3, sbx-rl), timed by an SB3
-callback. Runs alternate (ours, SB3, SBX for SAC, then for TD3) so load drift hits all alike.
+callback. Runs alternate (ours, SB3, SBX for SAC, then for TD3) so load drift hits all alike, and the whole
+round repeats `--repeats` times; the summary takes the median of each figure over the rounds.
 
 The floor: the matrix multiplications one update needs (actor and twin critics, forward and backward,
 counted from the layer shapes; TD3's actor step every second update) timed at the rate `jnp.dot` reaches
-at each of those shapes, measured here in a jitted loop. floor steps/s = 1 / (sum of shape FLOPs / rate).
+at each of those shapes, measured here in a jitted loop right before each of our runs (a shared machine's
+speed drifts within minutes). floor steps/s = 1 / (sum of shape FLOPs / rate).
 
 The last line printed is one JSON object with every figure.
 """
@@ -187,15 +189,25 @@ def peer(python: Path, lib: str, algo: str, env_id: str, warmup: int, skip: int,
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--env", default="HalfCheetah-v5")
     p.add_argument("--warmup", type=int, default=1000, help="random-action steps before updates (learning_starts)")
     p.add_argument("--skip", type=int, default=200, help="steps after warmup left out of the timing")
     p.add_argument("--steps", type=int, default=3000, help="timed steps (each with one update)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="rounds of (floor, ours, peers) per algorithm; the summary gives the median of each figure")
     p.add_argument("--algos", nargs="+", default=["sac", "td3"], choices=["sac", "td3"])
     p.add_argument("--no-peers", action="store_true", help="measure ours and the floor only")
     a = p.parse_args()
+    if a.repeats < 1:
+        raise SystemExit("--repeats must be at least 1")
 
     import jax
 
@@ -204,9 +216,10 @@ def main() -> None:
     spec = make_spec(a.env)
     say = lambda *x: print(*x, flush=True)  # noqa: E731
     figures: dict = {"benchmark": "online_speed", "env": a.env, "warmup": a.warmup, "skip": a.skip,
-                     "steps": a.steps, "hidden": list(HIDDEN), "batch": BATCH, "updates_per_step": 1,
-                     "cpus": os.cpu_count(), "jax": jax.__version__, "backend": jax.default_backend(),
-                     "machine": platform.processor() or platform.machine(), "load_avg_start": os.getloadavg()[0]}
+                     "steps": a.steps, "repeats": a.repeats, "hidden": list(HIDDEN), "batch": BATCH,
+                     "updates_per_step": 1, "cpus": os.cpu_count(), "jax": jax.__version__,
+                     "backend": jax.default_backend(), "machine": platform.processor() or platform.machine(),
+                     "load_avg_start": os.getloadavg()[0]}
     python = None
     if not a.no_peers:
         from _peer_venv import ensure_peer_venv, peer_versions
@@ -214,38 +227,58 @@ def main() -> None:
         python = ensure_peer_venv(log=say)
         figures["peer_versions"] = peer_versions(python)
 
-    shapes = [s for algo in a.algos for _, s in update_matmuls(algo, spec.obs_dim, spec.action_dim)]
-    rates = matmul_rates(shapes)
-    figures["matmul_gflop_per_s"] = {f"{m}x{k}x{n}": round(r / 1e9, 1) for (m, k, n), r in sorted(rates.items())}
-    say("matmul GFLOP/s at the update's shapes (m x k x n): "
-        + ", ".join(f"{s} {r}" for s, r in figures["matmul_gflop_per_s"].items()))
-
-    for algo in a.algos:
-        fl = floor(algo, spec.obs_dim, spec.action_dim, rates)
-        figures[f"{algo}_floor_steps_per_s"] = fl["steps_per_s"]
-        figures[f"{algo}_mflop_per_update"] = fl["mflop_per_update"]
-        say(f"{algo}: floor {fl['steps_per_s']} steps/s ({fl['mflop_per_update']} MFLOP per update at "
-            f"{fl['gflop_per_s']} GFLOP/s)")
-        try:
-            mine = ours(algo, a.env, a.warmup, a.skip, a.steps)
-        except ModuleNotFoundError as e:
-            say(f"{algo}: ours unavailable ({e})")
-            continue
-        figures[f"{algo}_ours_steps_per_s"] = round(mine, 1)
-        figures[f"{algo}_ours_fraction_of_floor"] = round(mine / fl["steps_per_s"], 3)
-        say(f"{algo}: ours {mine:.1f} steps/s = {mine / fl['steps_per_s']:.2f} of the floor")
-        for lib in ([] if python is None else ["sb3", "sbx"]):
+    # Each round measures the matmul rates right before our run, so that the floor and our loop see the same
+    # load on a shared machine; rounds alternate algorithms and libraries so drift hits all alike.
+    rounds: dict[str, list[dict]] = {algo: [] for algo in a.algos}
+    for r in range(a.repeats):
+        for algo in a.algos:
+            tag = f"[{r + 1}/{a.repeats}] {algo}"
+            shapes = [s for _, s in update_matmuls(algo, spec.obs_dim, spec.action_dim)]
+            rates = matmul_rates(shapes)
+            fl = floor(algo, spec.obs_dim, spec.action_dim, rates)
+            row = {"matmul_gflop_per_s": {f"{m}x{k}x{n}": round(v / 1e9, 1) for (m, k, n), v in sorted(rates.items())},
+                   "floor_steps_per_s": fl["steps_per_s"], "mflop_per_update": fl["mflop_per_update"]}
+            say(f"{tag}: matmul GFLOP/s at the update's shapes (m x k x n): "
+                + ", ".join(f"{s} {v}" for s, v in row["matmul_gflop_per_s"].items()))
+            say(f"{tag}: floor {fl['steps_per_s']} steps/s ({fl['mflop_per_update']} MFLOP per update at "
+                f"{fl['gflop_per_s']} GFLOP/s)")
             try:
-                result = peer(python, lib, algo, a.env, a.warmup, a.skip, a.steps)
-            except RuntimeError as e:
-                say(f"{algo}: {e}")
-                continue
-            theirs = result["steps_per_s"]
-            if result.get("torch_threads"):
-                figures[f"{algo}_{lib}_torch_threads"] = result["torch_threads"]
-            figures[f"{algo}_{lib}_steps_per_s"] = round(theirs, 1)
-            figures[f"{algo}_ratio_ours_over_{lib}"] = round(mine / theirs, 3)
-            say(f"{algo}: {lib} {theirs:.1f} steps/s; ours/{lib} = {mine / theirs:.2f}")
+                mine = ours(algo, a.env, a.warmup, a.skip, a.steps)
+            except ModuleNotFoundError as e:
+                say(f"{algo}: ours unavailable ({e})")
+                break
+            row["ours_steps_per_s"] = round(mine, 1)
+            row["ours_fraction_of_floor"] = round(mine / fl["steps_per_s"], 3)
+            say(f"{tag}: ours {mine:.1f} steps/s = {mine / fl['steps_per_s']:.2f} of the floor")
+            for lib in ([] if python is None else ["sb3", "sbx"]):
+                try:
+                    result = peer(python, lib, algo, a.env, a.warmup, a.skip, a.steps)
+                except RuntimeError as e:
+                    say(f"{tag}: {e}")
+                    continue
+                theirs = result["steps_per_s"]
+                if result.get("torch_threads"):
+                    row[f"{lib}_torch_threads"] = result["torch_threads"]
+                row[f"{lib}_steps_per_s"] = round(theirs, 1)
+                row[f"ratio_ours_over_{lib}"] = round(mine / theirs, 3)
+                say(f"{tag}: {lib} {theirs:.1f} steps/s; ours/{lib} = {mine / theirs:.2f}")
+            rounds[algo].append(row)
+
+    say(f"summary: the median over {a.repeats} round(s) of each figure")
+    for algo, rows in rounds.items():
+        if not rows:
+            continue
+        figures[f"{algo}_rounds"] = rows
+        numeric = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and all(k in row for row in rows)]
+        for key in numeric:
+            figures[f"{algo}_{key}"] = round(median([row[key] for row in rows]), 3)
+        line = (f"{algo}: floor {figures[f'{algo}_floor_steps_per_s']} steps/s, ours "
+                f"{figures[f'{algo}_ours_steps_per_s']} steps/s, ours/floor {figures[f'{algo}_ours_fraction_of_floor']:.2f}")
+        for lib in ("sb3", "sbx"):
+            if f"{algo}_ratio_ours_over_{lib}" in figures:
+                line += (f", {lib} {figures[f'{algo}_{lib}_steps_per_s']} steps/s, ours/{lib} "
+                         f"{figures[f'{algo}_ratio_ours_over_{lib}']:.2f}")
+        say(line)
     figures["load_avg_end"] = os.getloadavg()[0]
     print(json.dumps(figures))
 
