@@ -142,6 +142,22 @@ def test_cql_proposals_are_uniform_and_policy_samples_weighted_by_inverse_densit
     assert not np.allclose(actions[:, n:2 * n].mean(1), actions[:, 2 * n:].mean(1), atol=1e-3)
 
 
+def test_per_state_samples_equal_samples_of_repeated_states():
+    """CQL draws its n policy proposals per state from one actor pass (samples_and_log_probs); with the same key
+    this must equal running the actor on the state repeated n times (sample_and_log_prob), the costlier form."""
+    n, cfg = 5, CASES["cql"][1]
+    actor = cql._actor(cfg, 2)
+    obs = jnp.asarray(np.random.default_rng(0).normal(size=(16, 3)), jnp.float32)
+    params = actor.init(jax.random.PRNGKey(0), obs)
+    key = jax.random.PRNGKey(7)
+    once, once_log_prob = actor.apply(params, obs, key, n, method="samples_and_log_probs")
+    repeated, repeated_log_prob = actor.apply(params, cql._repeat(obs, n), key, method="sample_and_log_prob")
+    assert once.shape == (16, n, 2) and once_log_prob.shape == (16, n)
+    np.testing.assert_allclose(np.asarray(once), np.asarray(repeated), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(once_log_prob), np.asarray(repeated_log_prob), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(once[:, 0], once[:, 1])  # n different draws per state, not one draw copied
+
+
 @pytest.mark.parametrize("mod", [td3bc, iql, cql], ids=["td3bc", "iql", "cql"])
 def test_discrete_actions_are_rejected(mod):
     spec = EnvSpec("SyntheticDiscrete-v0", "gymnasium", ArraySpec((3,), "float32"), ArraySpec((), "int64"),

@@ -196,10 +196,11 @@ def sampled_actions(cfg: Config, state: State, batch: Batch, key: jax.Array) -> 
     batch_size, action_dim = batch.actions.shape
     uniform_key, current_key, next_key = jax.random.split(key, 3)
     uniform = jax.random.uniform(uniform_key, (batch_size, n, action_dim), minval=-1.0, maxval=1.0)
-    current, current_log_prob = actor.apply(state.actor_params, _repeat(batch.observations, n), current_key,
-                                            method="sample_and_log_prob")
-    following, following_log_prob = actor.apply(state.actor_params, _repeat(batch.next_observations, n), next_key,
-                                                 method="sample_and_log_prob")
+    # the actor runs once per state and draws n samples from each Gaussian (as d3rlpy does), not on n copies
+    current, current_log_prob = actor.apply(state.actor_params, batch.observations, current_key, n,
+                                            method="samples_and_log_probs")
+    following, following_log_prob = actor.apply(state.actor_params, batch.next_observations, next_key, n,
+                                                 method="samples_and_log_probs")
     actions = jnp.concatenate([uniform, current, following], axis=1)
     uniform_log_weight = jnp.full((batch_size, n), action_dim * math.log(2.0))
     log_weights = jnp.concatenate([uniform_log_weight, -current_log_prob, -following_log_prob], axis=1)

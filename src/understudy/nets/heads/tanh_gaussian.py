@@ -41,8 +41,18 @@ class TanhGaussianHead(nn.Module):
 
     def sample_and_log_prob(self, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
         mean, log_std = self(obs)
-        pre_tanh = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
-        return jnp.tanh(pre_tanh), losses.tanh_gaussian_log_prob_from_pre_tanh(mean, log_std, pre_tanh)
+        return _sample_and_log_prob(mean, log_std, key)
+
+    def samples_and_log_probs(self, obs: jax.Array, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+        """n samples per observation, [..., n, A], with their log-probs [..., n]: one forward pass, not n.
+
+        Equal to `sample_and_log_prob` on the observations repeated n times along a new axis -2, with the same
+        key (CQL's proposal actions), at 1/n of the network's cost.
+        """
+        mean, log_std = self(obs)
+        shape = (*mean.shape[:-1], n, mean.shape[-1])
+        return _sample_and_log_prob(jnp.broadcast_to(mean[..., None, :], shape),
+                                    jnp.broadcast_to(log_std[..., None, :], shape), key)
 
     def log_prob(self, obs: jax.Array, action: jax.Array) -> jax.Array:
         mean, log_std = self(obs)
@@ -63,3 +73,9 @@ class TanhGaussianHead(nn.Module):
     def mode(self, obs: jax.Array) -> jax.Array:
         mean, _ = self(obs)
         return jnp.tanh(mean)
+
+
+def _sample_and_log_prob(mean: jax.Array, log_std: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """A reparameterized draw tanh(mean + std * eps) and its log-prob, for Gaussians of any leading shape."""
+    pre_tanh = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
+    return jnp.tanh(pre_tanh), losses.tanh_gaussian_log_prob_from_pre_tanh(mean, log_std, pre_tanh)
