@@ -138,7 +138,6 @@ def ours(algo: str, env_id: str, warmup: int, skip: int, steps: int, seed: int =
 
     import gymnasium as gym
 
-    from understudy.envs import make
     from understudy.train import off_policy
     from understudy.train.common import RunArgs
 

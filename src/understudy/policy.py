@@ -25,7 +25,9 @@ def _bounds_affine(action: ArraySpec) -> tuple[np.ndarray, np.ndarray] | None:
     low, high = np.asarray(action.low, np.float32), np.asarray(action.high, np.float32)
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
         return None
-    return low, 0.5 * (high - low)
+    half_range = 0.5 * (high - low)
+    low.flags.writeable = half_range.flags.writeable = False  # shared by every caller
+    return low, half_range
 
 
 def to_env_action(action, spec: EnvSpec):
