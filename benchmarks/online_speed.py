@@ -1,7 +1,7 @@
 """Online training speed: our SAC and TD3 against Stable-Baselines3's and SBX's, side by side in one run.
 
     python benchmarks/online_speed.py [--env HalfCheetah-v5] [--warmup 1000] [--steps 3000] [--skip 200]
-                                      [--repeats 3] [--no-peers]
+                                      [--repeats 3] [--no-peers] [--host-only]
 
 Identical settings everywhere: 256-256 actor and critics, batch 256, one gradient update per environment
 step once `--warmup` steps of random actions have filled the buffer (learning_starts), a buffer holding
@@ -17,6 +17,9 @@ counted from the layer shapes; TD3's actor step every second update) timed at th
 at each of those shapes, measured here in a jitted loop right before each of our runs (a shared machine's
 speed drifts within minutes). floor steps/s = 1 / (sum of shape FLOPs / rate).
 
+`--host-only` times our loop alone with its updates switched off (`updates_per_step` 1e-9): the host's work per env
+step (act call, env step, bookkeeping), in µs, for comparing the loop across commits.
+
 The last line printed is one JSON object with every figure.
 """
 
@@ -26,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -132,7 +136,8 @@ def floor(algo: str, obs_dim: int, action_dim: int, rates) -> dict:
 # ---------------------------------------------------------------------------------------------------------
 # ours
 # ---------------------------------------------------------------------------------------------------------
-def ours(algo: str, env_id: str, warmup: int, skip: int, steps: int, seed: int = 0) -> float:
+def ours(algo: str, env_id: str, warmup: int, skip: int, steps: int, seed: int = 0,
+         updates_per_step: float = 1.0) -> float:
     """Steps/s of `understudy train ALGO` over env steps warmup+skip .. warmup+skip+steps."""
     import importlib
 
@@ -161,7 +166,7 @@ def ours(algo: str, env_id: str, warmup: int, skip: int, steps: int, seed: int =
             return self.env.step(action)
 
     cfg = module.Config(hidden_dims=HIDDEN, batch_size=BATCH, learning_starts=warmup, buffer_size=total,
-                        updates_per_step=1.0)
+                        updates_per_step=updates_per_step)
     with tempfile.TemporaryDirectory() as tmp:
         run = RunArgs(env=env_id, steps=total, seed=seed, out=str(Path(tmp) / algo), eval_every=total,
                       eval_episodes=1, tensorboard=False, progress=False)
@@ -188,12 +193,6 @@ def peer(python: Path, lib: str, algo: str, env_id: str, warmup: int, skip: int,
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--env", default="HalfCheetah-v5")
@@ -204,9 +203,19 @@ def main() -> None:
                    help="rounds of (floor, ours, peers) per algorithm; the summary gives the median of each figure")
     p.add_argument("--algos", nargs="+", default=["sac", "td3"], choices=["sac", "td3"])
     p.add_argument("--no-peers", action="store_true", help="measure ours and the floor only")
+    p.add_argument("--host-only", action="store_true",
+                   help="time our loop with its updates switched off: µs of host work per env step")
     a = p.parse_args()
     if a.repeats < 1:
         raise SystemExit("--repeats must be at least 1")
+    if a.host_only:
+        host = {algo: [1e6 / ours(algo, a.env, a.warmup, a.skip, a.steps, updates_per_step=1e-9)
+                       for _ in range(a.repeats)] for algo in a.algos}
+        for algo, us in host.items():
+            print(f"{algo}: host work per env step, updates off: " + ", ".join(f"{u:.0f}" for u in us) + " µs")
+        print(json.dumps({"benchmark": "online_speed", "host_only": True, "env": a.env, "steps": a.steps,
+                          "host_us_per_step": {k: [round(u, 1) for u in v] for k, v in host.items()}}))
+        return
 
     import jax
 
@@ -270,7 +279,7 @@ def main() -> None:
         figures[f"{algo}_rounds"] = rows
         numeric = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and all(k in row for row in rows)]
         for key in numeric:
-            figures[f"{algo}_{key}"] = round(median([row[key] for row in rows]), 3)
+            figures[f"{algo}_{key}"] = round(statistics.median(row[key] for row in rows), 3)
         line = (f"{algo}: floor {figures[f'{algo}_floor_steps_per_s']} steps/s, ours "
                 f"{figures[f'{algo}_ours_steps_per_s']} steps/s, ours/floor {figures[f'{algo}_ours_fraction_of_floor']:.2f}")
         for lib in ("sb3", "sbx"):
