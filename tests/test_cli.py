@@ -249,3 +249,20 @@ def test_a_run_from_before_an_algorithm_option_was_added_still_resumes_but_a_cha
             dataclasses.replace(cfg, sac=dataclasses.replace(cfg.sac, random_action_hold=25))
         with pytest.raises(UnderstudyError, match="random_action_hold"):
             prepare_run_dir(str(tmp_path), resume=True, overwrite=False, config=config_of(changed), algo_cfg=changed)
+
+
+def test_collect_no_progress_reaches_the_collector(tmp_path, monkeypatch):
+    import importlib
+
+    collect_module = importlib.import_module("understudy.data.collect")  # the package re-exports the function
+    seen = {}
+    real = collect_module.collect
+
+    def spy(*args, **kwargs):
+        seen["progress"] = kwargs.get("progress")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(collect_module, "collect", spy)
+    assert main(["collect", "--env", "Pendulum-v1", "--episodes", "1", "--no-progress",
+                 "--out", str(tmp_path / "random")]) == 0
+    assert seen == {"progress": False}

@@ -90,6 +90,8 @@ class CollectArgs:
     """Replace an existing dataset at --out."""
     images: bool = False
     """With --policy scripted (Meta-World): also record 64x64 RGB renders; observations become {state, image}."""
+    progress: bool = True
+    """Progress bars (--no-progress for logs and batch jobs)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -302,7 +304,7 @@ def cmd_collect(argv: list[str]) -> None:
 
         ds = collect_demonstrations(args.env, args.policy, args.episodes if args.episodes is not None else 10,
                                     seed=args.seed, images=args.images, action_noise=args.action_noise,
-                                    clean_action_labels=args.clean_action_labels)
+                                    clean_action_labels=args.clean_action_labels, progress=args.progress)
         _save_collected(ds, args)
         return
     if args.images:
@@ -319,7 +321,8 @@ def cmd_collect(argv: list[str]) -> None:
         ds = collect_recipe(args.env, args.recipe, steps=args.steps,
                             policy=None if args.policy == "random" else args.policy,
                             medium_policy=args.medium_policy, action_noise=args.action_noise,
-                            stochastic=args.stochastic, seed=args.seed, reference_episodes=args.reference_episodes)
+                            stochastic=args.stochastic, seed=args.seed, reference_episodes=args.reference_episodes,
+                            progress=args.progress)
         _save_collected(ds, args)
         return
     episodes = args.episodes if args.episodes is not None or args.steps is not None else 10
@@ -331,7 +334,8 @@ def cmd_collect(argv: list[str]) -> None:
         loaded = load_policy(args.policy, seed=args.seed)
         policy, name = (lambda o: loaded(o, deterministic=not args.stochastic)), os.path.abspath(args.policy)
     ds = collect(args.env, policy, episodes=episodes, steps=args.steps, seed=args.seed, policy_name=name,
-                 action_noise=args.action_noise, clean_action_labels=args.clean_action_labels)
+                 action_noise=args.action_noise, clean_action_labels=args.clean_action_labels,
+                 progress=args.progress)
     _save_collected(ds, args)
 
 
