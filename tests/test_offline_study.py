@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from understudy.studies.offline_locomotion import OfflineLocomotionStudyArgs, check_args, dataset_plan, run_study, \
-    study_runs
+from understudy.studies.offline_locomotion import OfflineLocomotionStudyArgs, check_args, collect_datasets, \
+    dataset_plan, run_study, study_runs
 from understudy.studies.offline_report import build_results, report_markdown
 from understudy.types import UnderstudyError
 
@@ -64,6 +64,24 @@ def test_tiny_study_collects_trains_and_reports(tmp_path):
     with pytest.raises(UnderstudyError, match="sampled \\(--stochastic\\) expert actions.*--stochastic"):
         run_study(dataclasses.replace(args, out=str(tmp_path / "modes"), data_dir=str(out / "data"),
                                       stochastic=False))
+
+
+def test_a_missing_replay_buffer_fails_before_anything_is_collected(tmp_path):
+    # a shipped expert whose medium replay buffer is not in git, with expert.json saying how to make it
+    expert = tmp_path / "experts" / "Walker2d-v5"
+    (expert / "medium").mkdir(parents=True)
+    (expert / "policy.json").write_text("{}")
+    (expert / "expert.json").write_text(json.dumps({"medium": {"replay": "regenerate it with the SAC run"}}))
+    data = tmp_path / "data"
+    plan = {"hopper-medium": {"env": "hopper", "env_id": "Hopper-v5", "recipe": "medium",
+                              "expert": "experts/Hopper-v5", "path": str(data / "hopper-medium")},
+            "walker2d-medium-replay": {"env": "walker2d", "env_id": "Walker2d-v5", "recipe": "medium-replay",
+                                       "expert": str(expert), "path": str(data / "walker2d-medium-replay")}}
+    args = OfflineLocomotionStudyArgs(out=str(tmp_path / "study"), dataset_steps=300, progress=False)
+    with pytest.raises(UnderstudyError, match="walker2d-medium-replay needs .*replay.safetensors.*"
+                                              "says: regenerate it with the SAC run.*Nothing was collected"):
+        collect_datasets(args, plan)
+    assert not data.exists()  # the hopper dataset planned first was not collected
 
 
 def _fake(out: Path, name: str, finals: list[float], bests: list[float]):

@@ -11,8 +11,8 @@ from understudy import envs
 from understudy.algos import sac
 from understudy.checkpoint import export_policy
 from understudy.data import load_dataset, save_dataset
-from understudy.data.recipes import (REPLAY_FILE, collect_recipe, find_sources, load_replay_snapshot, pick_medium,
-                                     reference_returns, replay_to_dataset)
+from understudy.data.recipes import (REPLAY_FILE, Sources, collect_recipe, find_sources, load_replay_snapshot,
+                                     pick_medium, reference_returns, replay_to_dataset)
 from understudy.nets.heads import head_config, make_head
 from understudy.policy import load_policy, to_env_action
 from understudy.train import off_policy
@@ -124,6 +124,17 @@ def test_medium_is_the_snapshot_nearest_a_third_of_the_way_to_the_expert(fake_ru
         pick_medium(sources, refs, need_replay=True)
     explicit = pick_medium(find_sources(fake_run, fake_run / "snapshots" / "step_4000"), refs)
     assert explicit.export == fake_run / "snapshots" / "step_4000" and explicit.how == "given"
+
+
+def test_a_missing_medium_replay_buffer_error_quotes_the_experts_note(tmp_path):
+    medium = tmp_path / "medium"
+    medium.mkdir()
+    sources = Sources(expert=None, medium=medium, snapshots=(), origin=None)
+    with pytest.raises(UnderstudyError, match="snapshot-replay` and pass the run directory as --policy.$"):
+        pick_medium(sources, None, need_replay=True)  # no expert.json beside it: nothing more to say
+    (tmp_path / "expert.json").write_text(json.dumps({"medium": {"replay": "42 MB, not in git: rerun the SAC run"}}))
+    with pytest.raises(UnderstudyError, match="expert.json says: 42 MB, not in git: rerun the SAC run\\.$"):
+        pick_medium(sources, None, need_replay=True)
 
 
 def test_random_expert_medium_expert_and_noise(fake_run, tmp_path):

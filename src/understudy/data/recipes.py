@@ -202,7 +202,7 @@ def pick_medium(sources: Sources, refs: "References", *, need_replay: bool = Fal
         if need_replay and not (sources.medium / REPLAY_FILE).is_file():
             raise UnderstudyError(f"The medium-replay recipe needs {sources.medium / REPLAY_FILE} (the replay buffer "
                                   "at the medium snapshot). Train with `--snapshot-every N --snapshot-replay` and pass "
-                                  "the run directory as --policy.")
+                                  "the run directory as --policy." + replay_buffer_note(sources.medium))
         return Medium(sources.medium, _recorded_return(sources.medium), None, "given")
     candidates = [(p, _recorded_return(p)) for p in sources.snapshots
                   if not need_replay or (p / REPLAY_FILE).is_file()]
@@ -216,6 +216,20 @@ def pick_medium(sources: Sources, refs: "References", *, need_replay: bool = Fal
     target = refs.random + (refs.expert - refs.random) / 3.0
     export, value = min(candidates, key=lambda c: abs(c[1] - target))  # min keeps the first (earliest) of ties
     return Medium(export, value, float(target), "snapshot closest to random + (expert - random) / 3")
+
+
+def replay_buffer_note(medium: Path) -> str:
+    """What a shipped expert's expert.json says about its medium snapshot's replay buffer (for one too large for
+    git: how to regenerate it), as a sentence to append to an error; '' when it says nothing."""
+    record = medium.parent / "expert.json"
+    try:
+        note = json.loads(record.read_text()).get("medium", {}).get("replay")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    if not isinstance(note, str) or not note.strip():
+        return ""
+    note = note.strip()
+    return f" {record} says: {note}" + ("" if note.endswith((".", "!", "?")) else ".")
 
 
 # ---------------------------------------------------------------------------------------------------------

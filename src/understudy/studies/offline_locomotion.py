@@ -113,6 +113,7 @@ def collect_datasets(args: OfflineLocomotionStudyArgs, plan: dict[str, dict]) ->
     from understudy.data import save_dataset
     from understudy.data.recipes import collect_recipe
 
+    check_replay_buffers(plan)
     for name, entry in plan.items():
         path = Path(entry["path"])
         if (path / "data").exists():
@@ -134,6 +135,24 @@ def collect_datasets(args: OfflineLocomotionStudyArgs, plan: dict[str, dict]) ->
                             stochastic=stochastic, progress=args.progress)
         save_dataset(ds, path, overwrite=True)
         log(f"{name}: {ds.num_episodes} episodes, {ds.num_steps} steps in {time.time() - t0:.0f} s")
+
+
+def check_replay_buffers(plan: dict[str, dict]) -> None:
+    """Fails before anything is collected when a medium-replay dataset is still to be made and its expert's
+    replay buffer is missing (Walker2d's is too large for git), rather than after collecting the other datasets."""
+    from understudy.data.recipes import REPLAY_FILE, replay_buffer_note
+
+    missing = []
+    for name, entry in plan.items():
+        medium = Path(entry["expert"]) / "medium"
+        if (entry["recipe"] == "medium-replay" and not (Path(entry["path"]) / "data").exists()
+                and (Path(entry["expert"]) / "policy.json").exists() and not (medium / REPLAY_FILE).is_file()):
+            missing.append(f"{name} needs {medium / REPLAY_FILE} (the replay buffer at the medium snapshot), which "
+                           f"is not there.{replay_buffer_note(medium)}")
+    if missing:
+        raise UnderstudyError(" ".join(missing) + " Nothing was collected. Make the buffer and rerun, or leave that "
+                              "env out of --envs (e.g. --envs halfcheetah,hopper) or medium-replay out of --recipes, "
+                              "or point --data-dir at datasets made elsewhere.")
 
 
 def study_runs(args: OfflineLocomotionStudyArgs, plan: dict[str, dict]) -> list:

@@ -199,7 +199,7 @@ def train_expert_hint(env_id: str) -> str:
 def check_experts(base: dict[str, dict]) -> None:
     """Every dataset still to collect has its expert (and, for the medium recipes, the medium snapshot); checked
     before anything is collected, so a missing expert fails in seconds, not after an hour of collecting."""
-    from understudy.data.recipes import REPLAY_FILE, find_sources
+    from understudy.data.recipes import REPLAY_FILE, find_sources, replay_buffer_note
 
     missing_experts, missing_medium = {}, {}
     for name, entry in base.items():
@@ -228,7 +228,7 @@ def check_experts(base: dict[str, dict]) -> None:
         raise UnderstudyError(f"The medium recipes need the expert's medium/ snapshot (and medium/replay.safetensors "
                               f"for medium-replay), missing in: {where}. Ship the expert with experts/ship.py from a "
                               "run trained with --snapshot-every N --snapshot-replay, or leave those recipes out of "
-                              "--recipes.")
+                              "--recipes." + "".join(replay_buffer_note(Path(e) / "medium") for e in missing_medium))
 
 
 def collect_base(args: OfflineWalkerStudyArgs, base: dict[str, dict]) -> None:
