@@ -218,18 +218,22 @@ def pick_medium(sources: Sources, refs: "References", *, need_replay: bool = Fal
     return Medium(export, value, float(target), "snapshot closest to random + (expert - random) / 3")
 
 
+def has_medium_replay(sources: Sources) -> bool:
+    """Whether pick_medium(sources, ..., need_replay=True) finds a replay buffer: the explicit medium export's if
+    there is one, else a snapshot's."""
+    candidates = [sources.medium] if sources.medium is not None else sources.snapshots
+    return any((c / REPLAY_FILE).is_file() for c in candidates)
+
+
 def replay_buffer_note(medium: Path) -> str:
     """What a shipped expert's expert.json says about its medium snapshot's replay buffer (for one too large for
     git: how to regenerate it), as a sentence to append to an error; '' when it says nothing."""
     record = medium.parent / "expert.json"
     try:
-        note = json.loads(record.read_text()).get("medium", {}).get("replay")
-    except (OSError, ValueError, AttributeError):
+        note = json.loads(record.read_text())["medium"]["replay"]
+    except (OSError, ValueError, KeyError, TypeError):
         return ""
-    if not isinstance(note, str) or not note.strip():
-        return ""
-    note = note.strip()
-    return f" {record} says: {note}" + ("" if note.endswith((".", "!", "?")) else ".")
+    return f" {record} says: {note.strip().rstrip('.')}." if isinstance(note, str) and note.strip() else ""
 
 
 # ---------------------------------------------------------------------------------------------------------

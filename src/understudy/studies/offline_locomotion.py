@@ -140,15 +140,15 @@ def collect_datasets(args: OfflineLocomotionStudyArgs, plan: dict[str, dict]) ->
 def check_replay_buffers(plan: dict[str, dict]) -> None:
     """Fails before anything is collected when a medium-replay dataset is still to be made and its expert's
     replay buffer is missing (Walker2d's is too large for git), rather than after collecting the other datasets."""
-    from understudy.data.recipes import REPLAY_FILE, replay_buffer_note
+    from understudy.data.recipes import REPLAY_FILE, find_sources, has_medium_replay, replay_buffer_note
 
     missing = []
     for name, entry in plan.items():
-        medium = Path(entry["expert"]) / "medium"
+        expert = Path(entry["expert"])
         if (entry["recipe"] == "medium-replay" and not (Path(entry["path"]) / "data").exists()
-                and (Path(entry["expert"]) / "policy.json").exists() and not (medium / REPLAY_FILE).is_file()):
-            missing.append(f"{name} needs {medium / REPLAY_FILE} (the replay buffer at the medium snapshot), which "
-                           f"is not there.{replay_buffer_note(medium)}")
+                and (expert / "policy.json").exists() and not has_medium_replay(find_sources(expert))):
+            missing.append(f"{name} needs {expert / 'medium' / REPLAY_FILE} (the replay buffer at the medium "
+                           f"snapshot), which is not there.{replay_buffer_note(expert / 'medium')}")
     if missing:
         raise UnderstudyError(" ".join(missing) + " Nothing was collected. Make the buffer and rerun, or leave that "
                               "env out of --envs (e.g. --envs halfcheetah,hopper) or medium-replay out of --recipes, "

@@ -199,7 +199,7 @@ def train_expert_hint(env_id: str) -> str:
 def check_experts(base: dict[str, dict]) -> None:
     """Every dataset still to collect has its expert (and, for the medium recipes, the medium snapshot); checked
     before anything is collected, so a missing expert fails in seconds, not after an hour of collecting."""
-    from understudy.data.recipes import REPLAY_FILE, find_sources, replay_buffer_note
+    from understudy.data.recipes import find_sources, has_medium_replay, replay_buffer_note
 
     missing_experts, missing_medium = {}, {}
     for name, entry in base.items():
@@ -211,10 +211,8 @@ def check_experts(base: dict[str, dict]) -> None:
             continue
         if entry["recipe"] in ("medium", "medium-expert", "medium-replay"):
             sources = find_sources(expert)
-            candidates = ([sources.medium] if sources.medium else []) + list(sources.snapshots)
-            if entry["recipe"] == "medium-replay":
-                candidates = [c for c in candidates if (c / REPLAY_FILE).exists()]
-            if not candidates:
+            if not (has_medium_replay(sources) if entry["recipe"] == "medium-replay"
+                    else sources.medium or sources.snapshots):
                 missing_medium.setdefault(str(expert), []).append(name)
     if missing_experts:
         parts = [f"{expert} (for {', '.join(names)}); train one with {train_expert_hint(env_id)}"
