@@ -14,6 +14,7 @@ import numpy as np
 
 from understudy.checkpoint import TrainCheckpointer, export_policy
 from understudy.logging import MetricsLogger, Progress
+from understudy.train import run_lock
 from understudy.types import EnvSpec, UnderstudyError
 
 
@@ -158,7 +159,8 @@ def default_out(algo: str, env_id: str, seed: int) -> str:
 
 
 def prepare_run_dir(out: str, *, resume: bool, overwrite: bool, config: dict, algo_cfg: Any = None) -> Path:
-    """Creates the run directory, refusing to overwrite an existing run unless asked.
+    """Creates the run directory, refusing to overwrite an existing run unless asked, and locks it for this process
+    (`run_lock`: a second process resuming or overwriting it gets an error instead of corrupting it).
 
     algo_cfg (the run's algorithm config) lets a run saved by an older understudy resume: a config field added
     since then is missing from its config.json and is taken to have had its default."""
@@ -178,14 +180,18 @@ def prepare_run_dir(out: str, *, resume: bool, overwrite: bool, config: dict, al
         if differences:
             raise UnderstudyError(f"Cannot resume {run_dir}: its config differs from these flags in {', '.join(differences)}. "
                                   "Resume with the same flags (only --steps may change), or start a new run.")
+        run_lock.acquire(run_dir)
         (run_dir / "config.json").write_text(json.dumps(config, indent=2))  # records a changed --steps
         return run_dir
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
             raise UnderstudyError(f"Run directory {run_dir} already exists. Pass --resume to continue it, --overwrite "
                                   "to replace it, or choose another --out.")
+        run_lock.acquire(run_dir)  # never delete a run that another process is still writing
         shutil.rmtree(run_dir)
+        run_lock.release(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    run_lock.acquire(run_dir)
     (run_dir / "config.json").write_text(json.dumps(config, indent=2))
     return run_dir
 
