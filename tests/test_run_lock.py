@@ -63,3 +63,15 @@ def test_a_process_holds_a_bounded_number_of_locks(tmp_path):
     assert run_lock._key(dirs[-1]) in run_lock._held  # the newest are kept
     for d in dirs:
         run_lock.release(d)
+
+
+def test_a_finished_run_is_free_for_another_process(tmp_path):
+    from understudy.cli import main
+
+    out = tmp_path / "sac"
+    tiny = ["--steps", "200", "--eval-every", "200", "--eval-episodes", "1", "--learning-starts", "100", "--batch-size",
+            "32", "--hidden-dims", "32", "32", "--no-progress", "--no-tensorboard"]
+    assert main(["train", "sac", "--env", "Pendulum-v1", "--out", str(out), *tiny]) == 0
+    other = subprocess.run([sys.executable, "-c", HOLD.replace("time.sleep(120)", "pass"), str(out)],
+                           capture_output=True, text=True, timeout=120)
+    assert other.returncode == 0 and other.stdout.strip() == "held", other.stderr

@@ -340,6 +340,7 @@ class RunRecorder:
         self.progress.close()
         self.logger.close()
         self.checkpointer.close()
+        run_lock.release(self.run_dir)  # a finished run may be resumed by another process at once
 
 
 def vmapped_update(algo, cfg):

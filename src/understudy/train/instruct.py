@@ -33,6 +33,7 @@ from understudy.instruct.model import InstructNet, init_params, observation_kind
 from understudy.instruct.policy import InstructPolicy, normalize_observation
 from understudy.instruct.text import InstructionEncoder, instruction_table
 from understudy.policy import from_env_action
+from understudy.train import run_lock
 from understudy.train.common import RunArgs, eval_steps, mean_metrics, prepare_run_dir, run_config
 from understudy.types import EnvSpec, UnderstudyError
 
@@ -352,6 +353,7 @@ def train(algo_name: str, algo: ModuleType, cfg: Config, run: RunArgs, *, method
                "best": {"seeds": [{"seed": run.seed, **best}]} if best else None}
     (run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
     logger.close()
+    run_lock.release(run_dir)
     return summary
 
 

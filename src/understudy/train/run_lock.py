@@ -2,8 +2,9 @@
 
 Two processes writing one run directory corrupt it: a study restarted while its old runs still train would
 `--resume` them a second time, or `--overwrite` (delete) a run that has no checkpoint yet. `acquire` takes an
-exclusive `flock` on the lock file and refuses with a clear error when another process holds it. The operating
-system drops the lock when its holder exits, however it exits, so a killed run never leaves a stale lock.
+exclusive `flock` on the lock file and refuses with a clear error when another process holds it. A run releases
+its lock when it finishes; the operating system drops it when its holder exits, however it exits, so a killed run
+never leaves a stale lock.
 
 Locks are re-entrant within a process (sequential runs in one notebook or test session reuse them). A process
 keeps the newest `MAX_HELD` locks and releases older ones, so a sweep over many directories in one process
@@ -51,7 +52,9 @@ def acquire(run_dir: Path) -> None:
         handle.close()
         raise UnderstudyError(
             f"Run directory {run_dir} is in use by another process (pid {holder}). Two processes writing one run "
-            "would corrupt it. Wait for that run to finish or stop it, then --resume; or choose another --out."
+            "would corrupt it. Wait for that run to finish or stop it, then --resume; or choose another --out. (If that "
+            "process is a Python session whose run stopped with an error, call "
+            "understudy.train.run_lock.release(run_dir) there, or restart it.)"
         ) from None
     handle.seek(0)
     handle.truncate()
