@@ -60,6 +60,19 @@ def test_early_stopping_keeps_each_seeds_best_state_and_stops_when_every_seed_is
                               "evaluations_since_best": [3, 2]}
 
 
+def test_a_seed_out_of_patience_keeps_its_best_state_while_the_others_train_on():
+    """A seed that has stopped ends as a 1-seed run would: a later dip in its loss does not replace its best."""
+    state = lambda v: {"w": jnp.full((2, 1), v)}  # noqa: E731
+    stopper = offline.EarlyStopping(1, state(0.0))
+    assert not stopper.observe(10, np.array([1.0, 1.0]), state(1.0))
+    assert not stopper.observe(20, np.array([2.0, 0.5]), state(2.0))  # seed 0 runs out of patience here
+    assert stopper.stopped().tolist() == [True, False]
+    assert not stopper.observe(30, np.array([0.1, 0.4]), state(3.0))  # seed 0 dips, seed 1 improves
+    np.testing.assert_array_equal(np.asarray(stopper.best_state["w"])[:, 0], [1.0, 3.0])
+    assert stopper.best_loss.tolist() == [1.0, 0.4] and stopper.best_step.tolist() == [10, 30]
+    assert stopper.observe(40, np.array([0.1, 0.9]), state(4.0))
+
+
 def test_validation_loss_is_logged_and_early_stopping_ends_the_run(dataset, tmp_path):
     out = tmp_path / "frozen"
     summary = _run(dataset, out, dataclasses.replace(FROZEN, early_stopping_patience=1), steps=100)

@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -228,6 +229,35 @@ def test_config_is_documented_and_bad_settings_are_rejected():
     discrete = EnvSpec("D-v0", "gymnasium", ArraySpec((3,), "float32"), ArraySpec((), "int64"), num_actions=2)
     with pytest.raises(UnderstudyError, match="continuous actions"):
         morel.init(morel.Config(), discrete, jax.random.PRNGKey(0))
+
+
+def test_a_seed_whose_models_stopped_early_ends_as_a_run_of_its_own(monkeypatch, tmp_path):
+    """In a 2-seed fit, seed 0 runs out of patience while seed 1 still improves. Seed 0's ensemble and keys must be
+    those at its stop (as in a 1-seed run), even though its validation error dips again while seed 1 trains on."""
+    losses = {0: [1.0, 2.0, 3.0, 0.1, 0.1, 0.1], 1: [1.0, 0.9, 0.8, 0.7, 0.6, 0.5]}  # per chunk of 10 updates
+
+    def fit(dyn, keys, fit_data, num_updates):
+        split_first = jax.vmap(lambda k: jax.random.split(k)[0])
+        return {"chunks": dyn["chunks"] + 1}, split_first(keys), {"loss": jnp.zeros(2)}
+
+    def validation(dyn, val_batch):
+        chunk = int(dyn["chunks"][0]) - 1
+        return np.array([losses[0][chunk], losses[1][chunk]])
+
+    monkeypatch.setattr(model_based, "_model_programs", lambda algo, mcfg: SimpleNamespace(fit=fit,
+                                                                                          validation=validation))
+    algo = SimpleNamespace(model_config=lambda cfg: None)
+    cfg = dataclasses.replace(morel.Config(), model_steps=60, model_eval_every=10, model_patience=2)
+    keys = jnp.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(1)])
+    dyn, out_keys, summary = model_based.fit_models(algo, cfg, {"chunks": jnp.zeros(2, jnp.int32)}, keys,
+                                                     None, "held-out", tmp_path, progress=False)
+
+    after = lambda key, n: key if n == 0 else after(jax.random.split(key)[0], n - 1)  # noqa: E731
+    assert summary["updates"] == 60 and summary["best_step"] == [10, 60]
+    assert summary["validation_mse"] == [1.0, 0.5]
+    assert dyn["chunks"].tolist() == [1, 6]  # seed 0's best is from before its stop (chunk 3), not chunk 4's dip
+    np.testing.assert_array_equal(out_keys[0], after(keys[0], 3))  # seed 0 stopped after its 3rd chunk
+    np.testing.assert_array_equal(out_keys[1], after(keys[1], 6))
 
 
 # -- the contract, through the model-based loop ------------------------------------------------------------------

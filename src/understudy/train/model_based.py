@@ -235,6 +235,7 @@ def fit_models(algo: ModuleType, cfg: Any, dyn, keys, fit_data, val_batch, log_d
     # patience 0 (never stop early) still keeps each seed's best-validation ensemble
     stopper = None if val_batch is None else EarlyStopping(cfg.model_patience or cfg.model_steps + 1, dyn)
     step, stopped = 0, False
+    keys_at_stop = keys  # a seed that stops keeps its keys from then on, so a K-seed run equals K runs of one seed
     try:
         while step < cfg.model_steps and not stopped:
             n = min(cfg.model_eval_every, cfg.model_steps - step)
@@ -245,7 +246,9 @@ def fit_models(algo: ModuleType, cfg: Any, dyn, keys, fit_data, val_batch, log_d
                 losses = np.asarray(programs.validation(dyn, val_batch), np.float64)
                 row["val/mse"] = float(np.mean(losses))
                 row.update({f"val/mse/seed{s}": float(v) for s, v in enumerate(losses)})
+                already_stopped = jnp.asarray(stopper.stopped())
                 stopped = stopper.observe(step, losses, dyn)
+                keys_at_stop = jnp.where(already_stopped.reshape((-1,) + (1,) * (keys.ndim - 1)), keys_at_stop, keys)
             logger.log(step, row)
             bar.update(step, f"validation mse {row['val/mse']:.4f}" if "val/mse" in row else "")
     finally:
@@ -253,7 +256,7 @@ def fit_models(algo: ModuleType, cfg: Any, dyn, keys, fit_data, val_batch, log_d
         logger.close()
     summary = {"updates": step, "stopped_early": bool(stopped and step < cfg.model_steps)}
     if stopper is not None:
-        dyn = stopper.best_state
+        dyn, keys = stopper.best_state, keys_at_stop
         summary.update({"validation_mse": stopper.best_loss.tolist(), "best_step": stopper.best_step.tolist()})
     return dyn, keys, summary
 

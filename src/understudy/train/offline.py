@@ -113,7 +113,9 @@ class EarlyStopping:
     """Per seed: the lowest validation loss so far, the state at it, and the evaluations since it improved.
 
     Training stops once every seed has gone `patience` evaluations without a lower validation loss; the final
-    export of each seed is then its best-validation state (what early stopping is for), not the last one.
+    export of each seed is then its best-validation state (what early stopping is for), not the last one. A seed
+    that has run out of patience keeps that best state even if the others train on and its loss dips again later,
+    so each seed of a K-seed run ends as it would in a run of its own.
     """
 
     def __init__(self, patience: int, state: Any):
@@ -126,7 +128,7 @@ class EarlyStopping:
 
     def observe(self, step: int, losses: np.ndarray, state: Any) -> bool:
         """Takes the seeds' validation losses at `step`; True when every seed has run out of patience."""
-        improved = losses < self.best_loss
+        improved = (losses < self.best_loss) & ~self.stopped()
         self.best_loss = np.where(improved, losses, self.best_loss)
         self.best_step = np.where(improved, step, self.best_step)
         self.stale = np.where(improved, 0, self.stale + 1)
@@ -136,6 +138,10 @@ class EarlyStopping:
                 lambda new, old: jnp.where(keep.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
                 state, self.best_state)
         return bool(np.all(self.stale >= self.patience))
+
+    def stopped(self) -> np.ndarray:
+        """[K] bool: the seeds that have run out of patience (a run of their own would have ended there)."""
+        return self.stale >= self.patience
 
     def meta(self) -> dict:
         return {"patience": self.patience, "best_validation_loss": self.best_loss.tolist(),
