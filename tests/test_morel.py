@@ -255,7 +255,7 @@ def test_a_seed_whose_models_stopped_early_ends_as_a_run_of_its_own(monkeypatch,
     after = lambda key, n: key if n == 0 else after(jax.random.split(key)[0], n - 1)  # noqa: E731
     assert summary["updates"] == 60 and summary["best_step"] == [10, 60]
     assert summary["validation_mse"] == [1.0, 0.5]
-    assert dyn["chunks"].tolist() == [1, 6]  # seed 0's best is from before its stop (chunk 3), not chunk 4's dip
+    assert dyn["chunks"].tolist() == [1, 6]  # seed 0 keeps its chunk-1 best: the dip at chunk 4 came after its stop
     np.testing.assert_array_equal(out_keys[0], after(keys[0], 3))  # seed 0 stopped after its 3rd chunk
     np.testing.assert_array_equal(out_keys[1], after(keys[1], 6))
 
