@@ -15,3 +15,11 @@ for pair in "0 halfcheetah-medium" "1 hopper-medium"; do
       --out $O/morel-meanstd-$2-100k &
 done
 wait
+# Then, alone on the two cores: the max rule scaled down, seed 0 only.
+taskset -c 0 .venv/bin/understudy train morel --dataset $D/halfcheetah-medium --threshold-scale 0.3 --steps 100000 \
+    --eval-every 25000 --eval-episodes 10 --final-eval-episodes 100 --seeds 1 --seed 0 --no-progress \
+    --out $O/morel-scale0.3-halfcheetah-medium-100k &
+taskset -c 1 .venv/bin/understudy train morel --dataset $D/hopper-medium --threshold-scale 0.5 --steps 100000 \
+    --eval-every 25000 --eval-episodes 10 --final-eval-episodes 100 --seeds 1 --seed 0 --no-progress \
+    --out $O/morel-scale0.5-hopper-medium-100k &
+wait
