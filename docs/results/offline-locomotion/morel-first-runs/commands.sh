@@ -23,3 +23,10 @@ taskset -c 1 .venv/bin/understudy train morel --dataset $D/hopper-medium --thres
     --eval-every 25000 --eval-episodes 10 --final-eval-episodes 100 --seeds 1 --seed 0 --no-progress \
     --out $O/morel-scale0.5-hopper-medium-100k &
 wait
+# Last: seeds 1 and 2 of the hopper setting, each a 1-seed run on its own core.
+for s in 1 2; do
+  taskset -c $((s - 1)) .venv/bin/understudy train morel --dataset $D/hopper-medium --threshold-scale 0.5 --steps 100000 \
+      --eval-every 25000 --eval-episodes 10 --final-eval-episodes 100 --seeds 1 --seed $s --no-progress \
+      --out $O/morel-scale0.5-hopper-medium-100k-seed$s &
+done
+wait
