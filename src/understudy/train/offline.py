@@ -137,7 +137,7 @@ class EarlyStopping:
             self.best_state = jax.tree.map(
                 lambda new, old: jnp.where(keep.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
                 state, self.best_state)
-        return bool(np.all(self.stale >= self.patience))
+        return bool(self.stopped().all())
 
     def stopped(self) -> np.ndarray:
         """[K] bool: the seeds that have run out of patience (a run of their own would have ended there)."""
