@@ -243,6 +243,19 @@ def test_gmm_mode_is_the_most_probable_components_mean_and_samples_follow_the_we
     np.testing.assert_allclose(frequencies, special.softmax(n_logits[0]), atol=0.03)
 
 
+def test_gmm_mixture_mean_mode_is_the_weighted_average_of_the_component_means():
+    head, params, obs, _ = _setup("gmm")
+    mixture = make_head("gmm", action_dim=ACTION_DIM, hidden_dims=(16, 16), mode_rule="mixture-mean")
+    logits, means, _ = jax.tree_util.tree_map(np.asarray, head.apply(params, obs))
+    expected = np.clip(np.einsum("bk,bka->ba", special.softmax(logits, axis=-1), means), -1, 1)
+    np.testing.assert_allclose(mixture.apply(params, obs, method="mode"), expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(expected, head.apply(params, obs, method="mode"))  # the two rules differ here
+    with pytest.raises(UnderstudyError, match="mode_rule"):
+        make_head("gmm", action_dim=ACTION_DIM, mode_rule="median")
+    # The rule is part of the head's config, so a policy export acts with it after loading.
+    assert make_head(**head_config("gmm", ACTION_DIM, (16, 16), mode_rule="mixture-mean")) == mixture
+
+
 # --------------------------------------------------------------------------------------------------
 # Diffusion
 # --------------------------------------------------------------------------------------------------
@@ -408,10 +421,26 @@ def test_bc_passes_head_options_to_the_head_and_its_export():
                                        ("gmm", "nll_beta", "nll_beta", 0.25),
                                        ("gaussian", "nll_beta", "nll_beta", 0.0),
                                        ("tanh-gaussian", "nll_beta", "nll_beta", 0.3),
+                                       ("gmm", "log_std_min", "log_std_min", -2.5),
+                                       ("gmm", "gmm_mode_rule", "mode_rule", "mixture-mean"),
+                                       ("gaussian", "log_std_min", "log_std_min", -3.0),
+                                       ("tanh-gaussian", "log_std_min", "log_std_min", -4.0),
                                        ("diffusion", "diffusion_steps", "num_steps", 4),
                                        ("autoregressive", "num_bins", "num_bins", 7)):
         cfg = bc.Config(head=head, hidden_dims=(8,), **{option: value})
         assert getattr(bc._head(cfg, 2), field) == value
         assert bc.head_options(cfg)[field] == value
-    assert bc.head_options(bc.Config(head="gmm")) == {"num_components": 5, "nll_beta": 0.5}
+    assert bc.head_options(bc.Config(head="gmm")) == {"num_components": 5, "mode_rule": "top-component", "nll_beta": 0.5,
+                                                         "log_std_min": -5.0}
     assert bc.head_options(bc.Config(head="mse")) == {}
+
+
+def test_a_higher_log_std_floor_bounds_every_gmm_std_from_below():
+    obs = jax.random.normal(jax.random.PRNGKey(0), (64, 3)) * 10.0  # large inputs push the raw log-stds to both ends
+    for floor in (-5.0, -2.5):
+        head = make_head("gmm", action_dim=2, hidden_dims=(16,), num_components=3, log_std_min=floor)
+        params = head.init(jax.random.PRNGKey(1), obs)
+        params = jax.tree_util.tree_map(lambda p: p * 20.0, params)
+        _, _, log_stds = head.apply(params, obs)
+        assert float(log_stds.min()) >= floor - 1e-5
+        assert float(log_stds.min()) < floor + 0.5  # the floor is reached, so it is what binds

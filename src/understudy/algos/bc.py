@@ -29,8 +29,12 @@ class Config:
     """Action head: mse, gaussian, tanh-gaussian, gmm, diffusion, autoregressive (continuous actions) or categorical (discrete actions)."""
     num_components: int = 5
     """--head gmm: mixture components."""
+    gmm_mode_rule: str = "top-component"
+    """--head gmm: the deterministic action (evaluation, export): top-component, the mean of the most probable component, or mixture-mean, the weights' average of the component means (the expected action, which changes smoothly where the top component switches)."""
     nll_beta: float = 0.5
     """--head gaussian, tanh-gaussian and gmm: the beta-NLL loss (Seitzer et al. 2022), each dimension's NLL weighted by std^(2 beta), so the mean keeps fitting where the std is wide; 0 is the plain negative log-likelihood (on 25 Hopper expert episodes: 0.22 of the expert's normalized return with 0, 1.00 with 0.5; docs/results/bc-hopper)."""
+    log_std_min: float = -5.0
+    """--head gaussian, tanh-gaussian and gmm: lower bound of each std's log (-5: std >= 0.0067). On deterministic expert data the likelihood keeps shrinking the std toward this floor; a higher floor (e.g. -2.5) keeps every component wide enough that its mean is fitted by an MSE-like loss."""
     diffusion_steps: int = 10
     """--head diffusion: denoising steps T of the DDPM."""
     num_bins: int = 20
@@ -73,8 +77,9 @@ class State(struct.PyTreeNode):
 
 def head_options(cfg: Config) -> dict:
     """The options of the chosen head that the config sets (each head has its own)."""
-    return {"gaussian": {"nll_beta": cfg.nll_beta}, "tanh-gaussian": {"nll_beta": cfg.nll_beta}, "gmm": {"num_components": cfg.num_components, "nll_beta": cfg.nll_beta}, "diffusion": {"num_steps": cfg.diffusion_steps},
-            "autoregressive": {"num_bins": cfg.num_bins}}.get(cfg.head, {})
+    likelihood = {"nll_beta": cfg.nll_beta, "log_std_min": cfg.log_std_min}
+    return {"gaussian": likelihood, "tanh-gaussian": likelihood, "gmm": {"num_components": cfg.num_components, "mode_rule": cfg.gmm_mode_rule, **likelihood},
+            "diffusion": {"num_steps": cfg.diffusion_steps}, "autoregressive": {"num_bins": cfg.num_bins}}.get(cfg.head, {})
 
 
 def _head_spec(cfg: Config) -> tuple[str, dict]:

@@ -5,7 +5,7 @@ methods, called as `module.apply(params, ..., method="name")`:
     __call__(obs)                 distribution parameters (used by `init`)
     loss(obs, action, key)   [B]  per-example training loss (negative log-likelihood, or MSE)
     sample(obs, key)      [B, A]  a stochastic action in [-1, 1]^A (int32 [B] for categorical)
-    mode(obs)             [B, A]  the most likely action (deterministic)
+    mode(obs)             [B, A]  the deterministic action: the most likely one (gmm: optionally the expected one)
     log_prob(obs, action)    [B]  where a density exists
 and tanh-gaussian also has `sample_and_log_prob(obs, key)` (reparameterized, for SAC).
 

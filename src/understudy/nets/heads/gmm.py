@@ -56,11 +56,16 @@ def beta_gmm_nll(logits: jax.Array, means: jax.Array, log_stds: jax.Array, actio
     return jnp.sum(responsibilities * (jnp.sum(weighted, axis=-1) - log_weights), axis=-1)
 
 
+GMM_MODE_RULES = ("top-component", "mixture-mean")
+
+
 class GMMHead(nn.Module):
     """obs -> mixture weights [..., K], means [..., K, A] and log-stds [..., K, A]; loss = -log_prob.
 
-    `mode` is the (clipped) mean of the most probable component: deterministic and cheap, and for a
-    well-separated mixture it is the mixture's highest peak (the exact mixture mode has no closed form).
+    `mode`, the deterministic action, follows `mode_rule`. "top-component" (the default) is the (clipped) mean
+    of the most probable component: for a well-separated mixture it is the mixture's highest peak (the exact
+    mixture mode has no closed form). "mixture-mean" is the weighted mean of the component means, the expected
+    action: it moves smoothly as the weights shift between components, where the top component's mean jumps.
     `sample` picks a component by its weight, then draws from that Gaussian and clips to [-1, 1].
     """
 
@@ -71,11 +76,15 @@ class GMMHead(nn.Module):
     log_std_max: float = 2.0
     activation: str = "relu"
     nll_beta: float = 0.0  # training loss: 0 is the negative log-likelihood, > 0 the beta-NLL (beta_gmm_nll)
+    mode_rule: str = "top-component"  # the deterministic action: top-component or mixture-mean (see above)
 
     def __post_init__(self):
         if self.num_components < 1 or not self.log_std_min < self.log_std_max:
             raise UnderstudyError(f"gmm head options: num_components must be >= 1 (got {self.num_components}) and "
                                   f"log_std_min < log_std_max (got {self.log_std_min}, {self.log_std_max}).")
+        if self.mode_rule not in GMM_MODE_RULES:
+            raise UnderstudyError(f"gmm head option mode_rule must be one of {', '.join(GMM_MODE_RULES)}, "
+                                  f"got {self.mode_rule!r} (BC: --gmm-mode-rule).")
         super().__post_init__()
 
     def setup(self):
@@ -110,6 +119,8 @@ class GMMHead(nn.Module):
 
     def mode(self, obs: jax.Array) -> jax.Array:
         logits, means, _ = self(obs)
+        if self.mode_rule == "mixture-mean":
+            return jnp.clip(jnp.sum(jax.nn.softmax(logits, axis=-1)[..., None] * means, axis=-2), -1.0, 1.0)
         return jnp.clip(_pick(means, jnp.argmax(logits, axis=-1)), -1.0, 1.0)
 
 
