@@ -26,3 +26,6 @@ for pair in "Hopper-v5 hopper" "Walker2d-v5 walker2d" "Ant-v5 ant"; do
   bc --dataset /work/data/$2-expert-25 --no-progress --out $O/gmm-$2
   .venv/bin/python docs/results/bc-heads-halfcheetah/gmm-mode-rule/gmm_rules_eval.py $1 experts/$1 $O/gmm-$2/final/seed{0,1,2}
 done
+# 5. EMA weights (--ema-decay 0.999, as on Walker2d) with the mixture mean, then both rules on its exports
+bc --dataset $H --gmm-mode-rule mixture-mean --ema-decay 0.999 --no-progress --out $O/gmm-ema-mix
+.venv/bin/python docs/results/bc-heads-halfcheetah/gmm-mode-rule/gmm_rules_eval.py HalfCheetah-v5 experts/HalfCheetah-v5 $O/gmm-ema-mix/final/seed{0,1,2}
