@@ -45,7 +45,7 @@ from understudy.policy import Policy
 from understudy.train.adversarial import compose_normalizers
 from understudy.train.common import RunArgs, RunRecorder, default_out, eval_episodes, eval_steps, mean_metrics, \
     prepare_run_dir, run_config, seed_slice
-from understudy.train.offline import EarlyStopping, _spec_options, _validation_batch, dataset_columns, \
+from understudy.train.offline import EarlyStopping, select_seeds, _spec_options, _validation_batch, dataset_columns, \
     load_training_data
 from understudy.train.on_policy import schedule, stack
 from understudy.types import Batch, UnderstudyError
@@ -246,9 +246,9 @@ def fit_models(algo: ModuleType, cfg: Any, dyn, keys, fit_data, val_batch, log_d
                 losses = np.asarray(programs.validation(dyn, val_batch), np.float64)
                 row["val/mse"] = float(np.mean(losses))
                 row.update({f"val/mse/seed{s}": float(v) for s, v in enumerate(losses)})
-                already_stopped = jnp.asarray(stopper.stopped())
+                still_training = ~stopper.stopped()
                 stopped = stopper.observe(step, losses, dyn)
-                keys_at_stop = jnp.where(already_stopped.reshape((-1,) + (1,) * (keys.ndim - 1)), keys_at_stop, keys)
+                keys_at_stop = select_seeds(still_training, keys, keys_at_stop)
             logger.log(step, row)
             bar.update(step, f"validation mse {row['val/mse']:.4f}" if "val/mse" in row else "")
     finally:

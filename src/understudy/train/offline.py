@@ -109,6 +109,12 @@ def _validation_batch(ds_val, spec: EnvSpec, normalizer: dict | None) -> Batch:
                                                                 "next_observations")})
 
 
+def select_seeds(mask: Any, new: Any, old: Any) -> Any:
+    """Per seed (the leading axis of every leaf): `new` where mask [K] is true, else `old`."""
+    mask = jnp.asarray(mask)
+    return jax.tree.map(lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
+
+
 class EarlyStopping:
     """Per seed: the lowest validation loss so far, the state at it, and the evaluations since it improved.
 
@@ -133,10 +139,7 @@ class EarlyStopping:
         self.best_step = np.where(improved, step, self.best_step)
         self.stale = np.where(improved, 0, self.stale + 1)
         if improved.any():
-            keep = jnp.asarray(improved)
-            self.best_state = jax.tree.map(
-                lambda new, old: jnp.where(keep.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
-                state, self.best_state)
+            self.best_state = select_seeds(improved, state, self.best_state)
         return bool(self.stopped().all())
 
     def stopped(self) -> np.ndarray:
